@@ -1,0 +1,286 @@
+"""Typed experiment configuration: YAML in, ``key=value`` overrides, resolved YAML out."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hazardseg.errors import ConfigError
+from hazardseg.io import atomic_write_text
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build."""
+
+    name: str = "lraspp_mobilenet_v3"
+    pretrained: str | None = None
+    """None (random init), "imagenet" (backbone weights from the local cache) or a file path."""
+    num_classes: int = 13
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is loaded."""
+
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "validation"
+    num_workers: int = 2
+    max_train_images: int | None = None
+    """Use only the first N training images (None = all)."""
+    max_val_images: int | None = None
+    """Use only the first N validation images (None = all)."""
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation; every component can be switched off (ablations need that)."""
+
+    crop_size: int = 512
+    scale: bool = True
+    """Multi-scale crop: a square region of side r * crop_size resized to crop_size."""
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    region_policy: str = "clamp"
+    """Region larger than the image: "clamp" it to the image or "pad" with ignore."""
+    hflip: bool = True
+    color_jitter: float = 0.3
+    """Brightness, contrast and saturation jitter strength (0 = off)."""
+    blur: bool = True
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    normalize: bool = True
+    """ImageNet mean/std normalisation."""
+
+
+@dataclass
+class EvalConfig:
+    """How images are fed to the model at evaluation time."""
+
+    resize: str = "native"
+    """"native", "WxH" (e.g. "512x512") or "short:N" (shorter side to N pixels)."""
+    at_label_resolution: bool = True
+    """Upsample logits to the label's resolution (False: resize labels to the input size)."""
+    batch_size: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule."""
+
+    epochs: int = 40
+    batch_size: int = 4
+    optimizer: str = "adam"
+    """"adam", "adamw" or "sgd"."""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = "plateau"
+    """"plateau" (ReduceLROnPlateau on validation mIoU), "poly" or "none"."""
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    poly_power: float = 0.9
+    aux_weight: float = 0.4
+    class_weights: bool = False
+    """Weight the loss by inverse class frequency of the training split."""
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    grad_clip: float | None = None
+    amp: str = "auto"
+    """"auto" (bf16 on CUDA if supported else fp16), "bf16", "fp16" or "none"."""
+    channels_last: bool = True
+    """Use channels_last memory format on CUDA."""
+    cpu_bf16: bool = False
+    """Autocast to bfloat16 on the CPU too."""
+    val_every_epochs: int = 1
+    val_every_iters: int | None = None
+    max_iters_per_epoch: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    log_every_iters: int = 10
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: model, data, augmentation, schedule and evaluation."""
+
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(options)}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in types_:
+            raise ConfigError(f"unknown config key '{where}'" + _suggest(key, sorted(types_)))
+        tp = types_[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build a validated config from a nested mapping; unknown keys raise ConfigError."""
+    return _build(ExperimentConfig, data or {}, "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Return the config as plain nested dicts/lists (tuples become lists), for YAML/JSON."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(cfg)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply ``section.key=value`` strings (values parsed as YAML) and re-validate."""
+    data = config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. train.lr=0.001")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = data
+        cls: type = ExperimentConfig
+        for i, part in enumerate(parts):
+            types_ = _field_types(cls)
+            if part not in types_:
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"unknown config key '{where}'" + _suggest(part, sorted(types_)))
+            if i == len(parts) - 1:
+                if _is_dataclass_type(types_[part]):
+                    raise ConfigError(f"config key '{key}' is a section; set one of its keys")
+                try:
+                    node[part] = yaml.safe_load(raw) if raw.strip() else ""
+                except yaml.YAMLError:
+                    node[part] = raw
+            else:
+                if not _is_dataclass_type(types_[part]):
+                    raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' has no sub-keys")
+                node = node[part]
+                cls = types_[part]
+    return config_from_dict(data)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+    else:
+        cfg = ExperimentConfig()
+    return apply_overrides(cfg, overrides or [])
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """Return the resolved config as YAML text."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML atomically."""
+    atomic_write_text(path, dump_config(cfg))

@@ -1,0 +1,1 @@
+"""Datasets, synthetic scenes and joint image+mask transforms."""
