@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from hazardseg import __version__
@@ -58,21 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="hazardseg", standalone_mode=False)
+        command.main(args=args, prog_name="hazardseg", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        typer.echo(str(code), err=True)
+        return 1
     except HazardsegError as exc:
         if debug:
             traceback.print_exc()
         msg = str(exc).strip().splitlines()
         typer.echo(f"hazardseg: error: {' '.join(m.strip() for m in msg)}", err=True)
         return 2
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("hazardseg: aborted", err=True)
-        return 130
     except KeyboardInterrupt:
         typer.echo("hazardseg: interrupted", err=True)
         return 130

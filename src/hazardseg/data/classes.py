@@ -100,7 +100,7 @@ def ids_to_png(ids: np.ndarray) -> np.ndarray:
     """Map class ids (0..13, IGNORE_INDEX) back to annotation PNG values (1..14, 0)."""
     ids = np.asarray(ids)
     lut = np.zeros(256, dtype=np.uint8)
-    lut[: PNG_MAX_VALUE] = np.arange(1, PNG_MAX_VALUE + 1, dtype=np.uint8)
+    lut[:PNG_MAX_VALUE] = np.arange(1, PNG_MAX_VALUE + 1, dtype=np.uint8)
     return lut[ids.astype(np.uint8, copy=False)]
 
 
