@@ -91,6 +91,8 @@ class TrainConfig:
     aux_weight: float = 0.4
     class_weights: bool = False
     """Weight the loss by inverse class frequency of the training split."""
+    class_weight_method: str = "median_freq"
+    """"median_freq" (median frequency / class frequency) or "inverse_log" (1 / ln(1.02 + p))."""
     early_stopping_patience: int | None = None
     early_stopping_min_delta: float = 0.0
     grad_clip: float | None = None
@@ -106,6 +108,10 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     log_every_iters: int = 10
+    device: str = "auto"
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    sync_bn: bool = False
+    """Convert BatchNorm layers to SyncBatchNorm in multi-GPU (CUDA) runs."""
 
 
 @dataclass

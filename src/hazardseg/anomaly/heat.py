@@ -1,0 +1,275 @@
+"""HEAT-style hybrid score: energy + feature Mahalanobis distance + spatial-consistency KL.
+
+Fitting (two passes over the fitting images, model predictions only, ground truth unused):
+1. class means of the feature vectors grouped by the PREDICTED class at feature resolution
+   (logits resized to the feature map with antialiased bilinear interpolation, then argmax) and
+   their shared (tied) within-class covariance, accumulated in float64; the covariance's top
+   ``num_components`` eigenvectors give a whitening projection W (D x k) so that the
+   Mahalanobis distance is computed in k dimensions per pixel;
+2. mean and std of each component over all fitting pixels, used to z-score it.
+
+Score per pixel: ``w_energy * z(E) + w_mahalanobis * z(M) + w_kl * r * z(K)`` with E the
+energy, M the distance to the nearest class mean (bilinearly upsampled to the logits'
+resolution), K = KL(p || mean of p over the k x k neighbourhood) and r the pixel's max softmax
+(its reliability; ``reliability="none"`` sets r = 1). Every operation is per image, so scores
+do not depend on batch size or order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.scores import energy as energy_score
+from hazardseg.errors import HazardsegError
+
+COMPONENTS = ("energy", "mahalanobis", "kl")
+
+
+def spatial_kl(logits: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """KL(p || p_bar) per pixel, p the softmax and p_bar its k x k mean (replicate padding)."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    p = logp.exp()
+    r = kernel // 2
+    p_bar = F.avg_pool2d(F.pad(p, (r, r, r, r), mode="replicate"), kernel, stride=1)
+    return (p * (logp - p_bar.clamp_min(1e-12).log())).sum(dim=1).clamp_min(0.0)
+
+
+class _Moments:
+    """Streaming float64 count / sum / sum of squares of one scalar per pixel."""
+
+    def __init__(self) -> None:
+        self.n = 0.0
+        self.s = 0.0
+        self.ss = 0.0
+
+    def update(self, v: torch.Tensor) -> None:
+        v = v.detach().reshape(-1).to(torch.float64)
+        self.n += float(v.numel())
+        self.s += float(v.sum())
+        self.ss += float((v * v).sum())
+
+    def mean_std(self) -> tuple[float, float]:
+        mean = self.s / self.n
+        var = max(self.ss / self.n - mean * mean, 0.0)
+        return mean, max(var**0.5, 1e-6)
+
+
+class HEAT(AnomalyMethod):
+    """Hybrid energy / Mahalanobis / spatial-KL score with fitted z-normalisation."""
+
+    name = "heat"
+    needs_fit = True
+    needs_features = True
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        num_components: int = 64,
+        kl_kernel: int = 3,
+        w_energy: float = 1.0,
+        w_mahalanobis: float = 1.0,
+        w_kl: float = 1.0,
+        reliability: str = "msp",
+        shrinkage: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise HazardsegError(f"HEAT: temperature must be > 0, got {temperature}")
+        if num_components < 1:
+            raise HazardsegError(f"HEAT: num_components must be >= 1, got {num_components}")
+        if kl_kernel not in (3, 5, 7):
+            raise HazardsegError(f"HEAT: kl_kernel must be 3, 5 or 7, got {kl_kernel}")
+        if reliability not in ("msp", "none"):
+            raise HazardsegError(f"HEAT: reliability must be 'msp' or 'none', got {reliability!r}")
+        self.temperature = float(temperature)
+        self.num_components = int(num_components)
+        self.kl_kernel = int(kl_kernel)
+        self.w_energy = float(w_energy)
+        self.w_mahalanobis = float(w_mahalanobis)
+        self.w_kl = float(w_kl)
+        self.reliability = reliability
+        self.shrinkage = float(shrinkage)
+        self.projection: torch.Tensor | None = None  # (D, k) whitening projection
+        self.class_means: torch.Tensor | None = None  # (C, k) projected class means
+        self.class_valid: torch.Tensor | None = None  # (C,) bool, class seen during fit
+        self.norm: torch.Tensor | None = None  # (3, 2) mean, std of each component
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "num_components": self.num_components,
+            "kl_kernel": self.kl_kernel,
+            "w_energy": self.w_energy,
+            "w_mahalanobis": self.w_mahalanobis,
+            "w_kl": self.w_kl,
+            "reliability": self.reliability,
+            "shrinkage": self.shrinkage,
+        }
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self,
+        model: nn.Module,
+        loader: Iterable[dict[str, Any]],
+        device: str | torch.device = "cpu",
+        max_images: int | None = None,
+    ) -> None:
+        gauss = _GaussianAccumulator()
+        for logits, feats in model_outputs(model, loader, device, max_images, features=True):
+            assert feats is not None
+            gauss.update(feats, predicted_at(logits, feats.shape[-2:]))
+        self._set_gaussian(*gauss.finalize(self.num_components, self.shrinkage))
+        self.fitted = True
+        moments = [_Moments() for _ in COMPONENTS]
+        for logits, feats in model_outputs(model, loader, device, max_images, features=True):
+            for m, v in zip(moments, self.components(logits, feats)[:3], strict=True):
+                m.update(v)
+        self.norm = torch.tensor([m.mean_std() for m in moments], dtype=torch.float32)
+
+    def _set_gaussian(
+        self, projection: torch.Tensor, means: torch.Tensor, valid: torch.Tensor
+    ) -> None:
+        self.projection = projection.float()
+        self.class_means = means.float()
+        self.class_valid = valid.bool()
+        self.norm = torch.tensor([[0.0, 1.0]] * len(COMPONENTS))
+
+    # ----------------------------------------------------------------- scoring
+    def mahalanobis(self, features: torch.Tensor) -> torch.Tensor:
+        """Distance (N, h, w) of each feature vector to the nearest fitted class mean."""
+        assert self.projection is not None and self.class_means is not None
+        assert self.class_valid is not None
+        n, d, h, w = features.shape
+        if d != self.projection.shape[0]:
+            raise HazardsegError(
+                f"HEAT: fitted on {self.projection.shape[0]}-dim features, got {d}-dim"
+            )
+        dev = features.device
+        z = features.float().permute(0, 2, 3, 1).reshape(-1, d) @ self.projection.to(dev)
+        m = self.class_means.to(dev)
+        d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ m.T + (m * m).sum(1)
+        d2 = d2.masked_fill(~self.class_valid.to(dev), float("inf"))
+        return d2.amin(dim=1).clamp_min(0.0).sqrt().reshape(n, h, w)
+
+    def components(
+        self, logits: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw (energy, mahalanobis, kl, reliability) maps (N, H, W) at the logits' resolution."""
+        self.check_fitted()
+        z = logits.float()
+        e = energy_score(z, self.temperature)
+        m = self.mahalanobis(features)
+        if m.shape[-2:] != z.shape[-2:]:
+            m = F.interpolate(
+                m.unsqueeze(1), size=z.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
+        k = spatial_kl(z, self.kl_kernel)
+        if self.reliability == "msp":
+            r = torch.softmax(z, dim=1).amax(dim=1)
+        else:
+            r = torch.ones_like(e)
+        return e, m, k, r
+
+    def score(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        if features is None:
+            raise HazardsegError("HEAT needs the model's features: call model(x, return_features=True)")
+        e, m, k, r = self.components(logits, features)
+        assert self.norm is not None
+        mu, sd = self.norm[:, 0].tolist(), self.norm[:, 1].tolist()
+        ze = (e - mu[0]) / sd[0]
+        zm = (m - mu[1]) / sd[1]
+        zk = (k - mu[2]) / sd[2]
+        return self.w_energy * ze + self.w_mahalanobis * zm + self.w_kl * r * zk
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        self.check_fitted()
+        return {
+            "projection": self.projection,
+            "class_means": self.class_means,
+            "class_valid": self.class_valid,
+            "norm": self.norm,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        keys = ("projection", "class_means", "class_valid", "norm")
+        missing = [k for k in keys if not isinstance(state.get(k), torch.Tensor)]
+        if missing:
+            raise HazardsegError(f"HEAT state: missing tensors {', '.join(missing)}")
+        p, m, v, nrm = (state[k] for k in keys)
+        if p.dim() != 2 or m.dim() != 2 or m.shape[1] != p.shape[1] or v.shape != m.shape[:1]:
+            raise HazardsegError("HEAT state: inconsistent projection / class mean shapes")
+        if tuple(nrm.shape) != (len(COMPONENTS), 2):
+            raise HazardsegError("HEAT state: 'norm' must have shape (3, 2)")
+        self.projection, self.class_means = p.float(), m.float()
+        self.class_valid, self.norm = v.bool(), nrm.float()
+        self.fitted = True
+
+
+def predicted_at(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Predicted class (N, h, w) at another resolution (antialiased bilinear resize, argmax)."""
+    if tuple(logits.shape[-2:]) != tuple(size):
+        antialias = logits.shape[-2] > size[0] or logits.shape[-1] > size[1]
+        logits = F.interpolate(
+            logits.float(), size=tuple(size), mode="bilinear", align_corners=False,
+            antialias=antialias,
+        )
+    return logits.argmax(dim=1)
+
+
+class _GaussianAccumulator:
+    """Per-class feature sums and the centred scatter matrix, in float64."""
+
+    def __init__(self) -> None:
+        self.ref: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+        self.sums: torch.Tensor | None = None
+        self.scatter: torch.Tensor | None = None
+        self.num_classes = 0
+
+    def update(self, features: torch.Tensor, classes: torch.Tensor) -> None:
+        d = features.shape[1]
+        x = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu()
+        c = classes.reshape(-1).cpu()
+        if self.ref is None:
+            self.ref = x.mean(0)
+            self.count = torch.zeros(0, dtype=torch.float64)
+            self.sums = torch.zeros(0, d, dtype=torch.float64)
+            self.scatter = torch.zeros(d, d, dtype=torch.float64)
+        assert self.count is not None and self.sums is not None and self.scatter is not None
+        n_cls = int(c.max()) + 1
+        if n_cls > self.count.numel():
+            grow = n_cls - self.count.numel()
+            self.count = torch.cat([self.count, torch.zeros(grow, dtype=torch.float64)])
+            self.sums = torch.cat([self.sums, torch.zeros(grow, d, dtype=torch.float64)])
+        xc = x - self.ref
+        self.count += torch.bincount(c, minlength=self.count.numel()).double()
+        self.sums.index_add_(0, c, xc.double())
+        self.scatter += (xc.T @ xc).double()
+
+    def finalize(
+        self, k: int, shrinkage: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (whitening projection D x k, projected class means C x k, class seen)."""
+        assert self.count is not None and self.sums is not None and self.scatter is not None
+        assert self.ref is not None
+        n = float(self.count.sum())
+        valid = self.count > 0
+        means_c = self.sums / self.count.clamp_min(1).unsqueeze(1)  # centred class means
+        between = (means_c * self.count.unsqueeze(1)).T @ means_c
+        cov = (self.scatter - between) / n
+        cov = (cov + cov.T) / 2
+        evals, evecs = torch.linalg.eigh(cov)
+        k = min(k, cov.shape[0])
+        evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+        floor = shrinkage * float(evals.clamp_min(0).mean()) + 1e-12
+        proj = evecs / (evals.clamp_min(0) + floor).sqrt()
+        means = (means_c + self.ref.double()) @ proj
+        return proj, means, valid

@@ -1,0 +1,114 @@
+"""Name -> anomaly method registry: ``create_method(name, **options)``, ``list_methods()``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from hazardseg.anomaly import scores
+from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.anomaly.heat import HEAT
+from hazardseg.anomaly.sml import SML
+from hazardseg.errors import HazardsegError
+
+
+class LogitScore(AnomalyMethod):
+    """A method that is a pure function of the logits (no fitting, no features)."""
+
+    needs_fit = False
+    needs_features = False
+
+    def __init__(self, name: str, fn: Callable[..., torch.Tensor], **options: Any) -> None:
+        super().__init__()
+        self.name = name
+        self._fn = fn
+        self._options = dict(options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def score(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fn(logits, **self._options)
+
+
+def _msp() -> AnomalyMethod:
+    return LogitScore("msp", scores.msp)
+
+
+def _max_logit() -> AnomalyMethod:
+    return LogitScore("max_logit", scores.max_logit)
+
+
+def _energy(temperature: float = 1.0) -> AnomalyMethod:
+    if float(temperature) <= 0:
+        raise HazardsegError(f"energy: temperature must be > 0, got {temperature}")
+    return LogitScore("energy", scores.energy, temperature=float(temperature))
+
+
+def _entropy() -> AnomalyMethod:
+    return LogitScore("entropy", scores.entropy)
+
+
+METHODS: dict[str, Callable[..., AnomalyMethod]] = {
+    "msp": _msp,
+    "max_logit": _max_logit,
+    "energy": _energy,
+    "entropy": _entropy,
+    "sml": SML,
+    "heat": HEAT,
+}
+"""Registered anomaly methods, in the order reports list them."""
+
+
+def list_methods() -> list[str]:
+    """Names of all registered anomaly methods."""
+    return list(METHODS)
+
+
+def method_options(name: str) -> list[str]:
+    """Names of the options ``create_method(name, ...)`` accepts."""
+    builder = _builder(name)
+    return [p for p in inspect.signature(builder).parameters if p != "self"]
+
+
+def _builder(name: str) -> Callable[..., AnomalyMethod]:
+    if name not in METHODS:
+        raise HazardsegError(
+            f"unknown anomaly method '{name}'; expected one of: {', '.join(METHODS)}"
+        )
+    return METHODS[name]
+
+
+def create_method(name: str, **options: Any) -> AnomalyMethod:
+    """Build the method ``name`` with ``options``; unknown names or options raise HazardsegError."""
+    builder = _builder(name)
+    allowed = method_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        expected = ", ".join(allowed) if allowed else "no options"
+        raise HazardsegError(
+            f"anomaly method '{name}': unknown option(s) {', '.join(unknown)}; expected {expected}"
+        )
+    return builder(**options)
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    """Parse "all" or a comma-separated list of method names (validated, de-duplicated)."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item == "all":
+            names.extend(n for n in METHODS if n not in names)
+            continue
+        _builder(item)
+        if item not in names:
+            names.append(item)
+    if not names:
+        raise HazardsegError(f"no anomaly methods given in {spec!r}; expected 'all' or names")
+    return names

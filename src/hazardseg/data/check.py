@@ -1,0 +1,232 @@
+"""Verification of a StreetHazards tree: layout, pairing, readability, sizes and label values."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from hazardseg.data.classes import ODGT_NAMES, PNG_MAX_VALUE, SPLITS
+from hazardseg.data.streethazards import check_split_name, natural_key, read_odgt, split_dirs
+from hazardseg.errors import DataError
+
+ANOMALY_PNG_VALUE = PNG_MAX_VALUE
+"""PNG value of the anomaly class; allowed only in the test split."""
+
+_LABEL_MODES = ("L", "P", "I", "I;16", "1")
+
+
+@dataclass
+class SplitSummary:
+    """What was found in one split."""
+
+    split: str
+    num_images: int = 0
+    num_annotations: int = 0
+    towns: list[str] = field(default_factory=list)
+    image_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    label_values: list[int] = field(default_factory=list)
+    odgt: bool = False
+
+    def describe(self) -> str:
+        """One line: counts, towns, image sizes (WxH: count) and PNG label values seen."""
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(self.image_sizes.items()))
+        values = ",".join(str(v) for v in self.label_values)
+        return (
+            f"{self.split}: {self.num_images} images, {self.num_annotations} annotations, "
+            f"towns [{', '.join(self.towns)}], sizes [{sizes}], PNG label values [{values}]"
+            f"{', .odgt index' if self.odgt else ', no .odgt index'}"
+        )
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`: per-split summaries and one line per problem."""
+
+    root: Path
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+class _PairResult(NamedTuple):
+    image_size: tuple[int, int] | None
+    label_size: tuple[int, int] | None
+    label_values: tuple[int, ...]
+    problems: tuple[str, ...]
+
+
+def _inspect_pair(job: tuple[str, str, bool]) -> _PairResult:
+    """Read one image header (+ CRC verify) and decode its annotation."""
+    image_path, label_path, anomaly_allowed = job
+    problems: list[str] = []
+    image_size = label_size = None
+    values: tuple[int, ...] = ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(image_path) as img:
+                image_size = img.size
+                mode = img.mode
+                img.verify()
+            if mode not in ("RGB", "RGBA"):
+                problems.append(f"{image_path}: image mode {mode}; expected RGB or RGBA")
+        except (OSError, SyntaxError, ValueError) as exc:
+            problems.append(f"{image_path}: unreadable or corrupt PNG ({exc})")
+        try:
+            with Image.open(label_path) as lab:
+                lab.load()
+                label_size = lab.size
+                if lab.mode not in _LABEL_MODES:
+                    problems.append(
+                        f"{label_path}: annotation mode {lab.mode}; expected single-channel PNG"
+                    )
+                    arr = None
+                else:
+                    arr = np.asarray(lab)
+        except (OSError, SyntaxError, ValueError) as exc:
+            problems.append(f"{label_path}: unreadable or corrupt PNG ({exc})")
+            arr = None
+    if arr is not None:
+        values = tuple(int(v) for v in np.unique(arr))
+        bad = [v for v in values if v < 0 or v > PNG_MAX_VALUE]
+        if bad:
+            problems.append(
+                f"{label_path}: label values {bad[:5]} outside 0..{PNG_MAX_VALUE}"
+            )
+        if not anomaly_allowed and ANOMALY_PNG_VALUE in values:
+            n = int((arr == ANOMALY_PNG_VALUE).sum())
+            problems.append(
+                f"{label_path}: {n} anomaly pixels (PNG value {ANOMALY_PNG_VALUE}); "
+                "expected anomalies only in the test split"
+            )
+    if image_size and label_size and image_size != label_size:
+        problems.append(
+            f"{label_path}: size {label_size[0]}x{label_size[1]} differs from image "
+            f"{image_size[0]}x{image_size[1]}"
+        )
+    return _PairResult(image_size, label_size, values, tuple(problems))
+
+
+def _scan(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.png")}
+
+
+def _check_odgt(root: Path, split: str, image_rels: set[str], problems: list[str]) -> bool:
+    odgt = root / ODGT_NAMES[split]
+    if not odgt.is_file():
+        return False
+    try:
+        entries = read_odgt(odgt)
+    except DataError as exc:
+        problems.append(str(exc))
+        return True
+    image_dir, _ = split_dirs(root, split)
+    listed: set[str] = set()
+    for entry in entries:
+        for key in ("fpath_img", "fpath_segm"):
+            if not (root / entry[key]).is_file():
+                problems.append(f"{odgt}: {key} {entry[key]!r} not found")
+        try:
+            listed.add((root / entry["fpath_img"]).relative_to(image_dir).as_posix())
+        except ValueError:
+            problems.append(f"{odgt}: fpath_img {entry['fpath_img']!r} is not below {image_dir}")
+    unlisted = sorted(image_rels - listed, key=natural_key)
+    if unlisted:
+        problems.append(
+            f"{odgt}: {len(unlisted)} images not listed (first: {unlisted[0]}); "
+            "expected the index to list every image"
+        )
+    return True
+
+
+def _run(jobs: list[tuple[str, str, bool]], workers: int) -> Iterator[_PairResult]:
+    if workers <= 1 or len(jobs) < 2 * workers:
+        yield from map(_inspect_pair, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_inspect_pair, jobs, chunksize=max(1, min(64, len(jobs) // workers)))
+
+
+def check_dataset(
+    root: str | Path,
+    splits: Iterable[str] | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+) -> CheckReport:
+    """Verify the StreetHazards tree at ``root`` for ``splits`` (default: all three).
+
+    Problems (one line each in ``report.problems``): a missing split, an image without
+    annotation and the reverse, .odgt entries that do not match the files, an unreadable or
+    corrupt PNG, label values outside 0..14, image/annotation size mismatch, anomaly pixels
+    (PNG value 14) outside the test split. Raises :class:`DataError` if ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: dataset root not found; expected a folder containing train/ and/or test/"
+        )
+    if workers < 1:
+        raise DataError(f"workers={workers}; expected a positive integer")
+    names = list(dict.fromkeys(splits)) if splits else list(SPLITS)
+    for name in names:
+        check_split_name(name)
+    report = CheckReport(root=root)
+    jobs: list[tuple[str, str, bool]] = []
+    owners: list[str] = []
+    for split in names:
+        summary = SplitSummary(split)
+        report.splits[split] = summary
+        image_dir, label_dir = split_dirs(root, split)
+        if not image_dir.is_dir() and not label_dir.is_dir():
+            report.problems.append(
+                f"{image_dir}: missing split {split!r}; expected images/ and annotations/ folders"
+            )
+            continue
+        images, labels = _scan(image_dir), _scan(label_dir)
+        if not images:
+            report.problems.append(f"{image_dir}: split {split!r} has no PNG images")
+        summary.num_images, summary.num_annotations = len(images), len(labels)
+        summary.towns = sorted({rel.split("/")[0] for rel in images if "/" in rel}, key=natural_key)
+        for rel in sorted(images.keys() - labels.keys(), key=natural_key):
+            report.problems.append(
+                f"{images[rel]}: image without annotation (expected {label_dir / rel})"
+            )
+        for rel in sorted(labels.keys() - images.keys(), key=natural_key):
+            report.problems.append(
+                f"{labels[rel]}: annotation without image (expected {image_dir / rel})"
+            )
+        summary.odgt = _check_odgt(root, split, set(images), report.problems)
+        for rel in sorted(images.keys() & labels.keys(), key=natural_key):
+            jobs.append((str(images[rel]), str(labels[rel]), split == "test"))
+            owners.append(split)
+
+    sizes: dict[str, Counter] = {s: Counter() for s in names}
+    values: dict[str, set[int]] = {s: set() for s in names}
+    results = tqdm(
+        _run(jobs, workers), total=len(jobs), desc="checking", unit="img", disable=not progress
+    )
+    for split, res in zip(owners, results, strict=True):
+        if res.image_size:
+            sizes[split][res.image_size] += 1
+        values[split].update(res.label_values)
+        report.problems.extend(res.problems)
+    for split, summary in report.splits.items():
+        summary.image_sizes = dict(sizes[split])
+        summary.label_values = sorted(values[split])
+    return report

@@ -1,0 +1,289 @@
+"""StreetHazards on disk: layout discovery (.odgt index or folder scan) and the Dataset.
+
+The class ids, names and colours are defined in :mod:`hazardseg.data.classes` and re-exported
+here for convenience.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from hazardseg.data.classes import (
+    ANOMALY_ID,
+    CLASS_NAMES,
+    IGNORE_COLOR,
+    IGNORE_INDEX,
+    KNOWN_CLASS_NAMES,
+    NUM_CLASSES,
+    ODGT_NAMES,
+    PALETTE,
+    PNG_MAX_VALUE,
+    SPLITS,
+    TOWNS,
+    UNLABELED_ID,
+    colorize,
+    ids_to_png,
+    png_to_ids,
+)
+from hazardseg.errors import DataError
+
+__all__ = [
+    "ANOMALY_ID",
+    "CLASS_NAMES",
+    "IGNORE_COLOR",
+    "IGNORE_INDEX",
+    "KNOWN_CLASS_NAMES",
+    "NUM_CLASSES",
+    "ODGT_NAMES",
+    "PALETTE",
+    "PNG_MAX_VALUE",
+    "SPLITS",
+    "TOWNS",
+    "UNLABELED_ID",
+    "Sample",
+    "StreetHazards",
+    "check_split_name",
+    "colorize",
+    "discover_samples",
+    "ids_to_png",
+    "load_image",
+    "load_label",
+    "load_label_values",
+    "natural_key",
+    "png_to_ids",
+    "read_odgt",
+    "split_dirs",
+]
+
+Transform = Callable[[Image.Image, Image.Image], tuple[torch.Tensor, torch.Tensor]]
+
+
+class Sample(NamedTuple):
+    """One image/annotation pair; ``rel`` is the path below the split's image folder."""
+
+    image_path: Path
+    label_path: Path
+    rel: str
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Sort key that orders embedded numbers by value (``t5/2.png`` before ``t5/10.png``)."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(text))
+
+
+def check_split_name(split: str) -> str:
+    """Return ``split`` if it is a known split name, else raise :class:`DataError`."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
+
+
+def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
+    """Return the (images, annotations) folders of ``split`` below ``root``."""
+    top, sub = SPLITS[check_split_name(split)]
+    base = Path(root) / top
+    return base / "images" / sub, base / "annotations" / sub
+
+
+def read_odgt(path: str | Path) -> list[dict[str, Any]]:
+    """Read an .odgt index: one JSON list, or one JSON object per line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read .odgt index ({exc})") from exc
+    stripped = text.strip()
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        try:
+            entries = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON list ({exc.msg}); expected .odgt") from exc
+    else:
+        entries = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: invalid JSON ({exc.msg}); expected one object per line"
+                ) from exc
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"fpath_img", "fpath_segm"} <= entry.keys():
+            raise DataError(
+                f"{path}: entry {i + 1} lacks 'fpath_img'/'fpath_segm'; expected .odgt entries"
+            )
+    return entries
+
+
+def _check_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: dataset root not found; expected a folder containing train/ and/or test/"
+        )
+
+
+def _samples_from_odgt(root: Path, split: str, odgt: Path) -> list[Sample]:
+    image_dir, _ = split_dirs(root, split)
+    samples = []
+    for entry in read_odgt(odgt):
+        image_path = root / entry["fpath_img"]
+        label_path = root / entry["fpath_segm"]
+        try:
+            rel = image_path.relative_to(image_dir).as_posix()
+        except ValueError:
+            raise DataError(
+                f"{odgt}: image {entry['fpath_img']!r} is not below {image_dir}; "
+                "expected paths relative to the dataset root"
+            ) from None
+        if not image_path.is_file():
+            raise DataError(f"{image_path}: image listed in {odgt} not found")
+        if not label_path.is_file():
+            raise DataError(f"{label_path}: annotation of {image_path} not found")
+        samples.append(Sample(image_path, label_path, rel))
+    return samples
+
+
+def _samples_from_scan(split: str, image_dir: Path, label_dir: Path) -> list[Sample]:
+    if not image_dir.is_dir():
+        raise DataError(
+            f"{image_dir}: folder of split {split!r} not found and no .odgt index; "
+            "expected the official StreetHazards layout"
+        )
+    samples = []
+    for image_path in image_dir.rglob("*.png"):
+        rel = image_path.relative_to(image_dir).as_posix()
+        label_path = label_dir / rel
+        if not label_path.is_file():
+            raise DataError(f"{label_path}: annotation of {image_path} not found")
+        samples.append(Sample(image_path, label_path, rel))
+    return samples
+
+
+def discover_samples(root: str | Path, split: str, use_odgt: bool = True) -> list[Sample]:
+    """List the samples of ``split``, from its .odgt index when present, else by folder scan.
+
+    Samples are sorted naturally by ``rel``. Raises :class:`DataError` when the root or split
+    is missing, an index is malformed, or an image has no annotation.
+    """
+    root = Path(root)
+    check_split_name(split)
+    _check_root(root)
+    image_dir, label_dir = split_dirs(root, split)
+    odgt = root / ODGT_NAMES[split]
+    if use_odgt and odgt.is_file():
+        samples = _samples_from_odgt(root, split, odgt)
+    else:
+        samples = _samples_from_scan(split, image_dir, label_dir)
+    samples.sort(key=lambda s: natural_key(s.rel))
+    return samples
+
+
+def _open_png(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable or corrupt image ({exc}); expected a PNG") from None
+    return img
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Load an image as PIL RGB (an alpha channel is dropped)."""
+    img = _open_png(Path(path))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_label_values(path: str | Path) -> np.ndarray:
+    """Load an annotation PNG as an (H, W) uint8 array of raw PNG values (0..14)."""
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode not in ("L", "P", "I", "I;16", "1"):
+        raise DataError(f"{path}: annotation has mode {img.mode}; expected a single-channel PNG")
+    values = np.asarray(img)
+    if values.size and int(values.max()) > PNG_MAX_VALUE:
+        bad = np.unique(values[values > PNG_MAX_VALUE])[:5].tolist()
+        raise DataError(
+            f"{path}: label values {bad} outside 0..{PNG_MAX_VALUE}; expected StreetHazards PNG"
+        )
+    return values.astype(np.uint8, copy=False)
+
+
+def load_label(path: str | Path) -> np.ndarray:
+    """Load an annotation PNG as an (H, W) uint8 id map (0..13, 255 = ignore)."""
+    return png_to_ids(load_label_values(path))
+
+
+class StreetHazards(Dataset):
+    """StreetHazards split (``train``, ``validation`` or ``test``) read from the official layout.
+
+    ``ds[i]`` is ``{"image", "mask", "path"}``: without a transform, image uint8 (3, H, W) and
+    mask int64 (H, W) with ids 0..13 and 255; with one, whatever
+    ``transform(image: PIL RGB, mask: PIL "L" of ids)`` returns. ``path`` is the sample's
+    ``rel`` (e.g. ``"t5/1.png"``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        if max_images is not None and max_images < 1:
+            raise DataError(f"max_images={max_images}; expected a positive integer or None")
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        samples = discover_samples(self.root, split)
+        if not samples:
+            raise DataError(f"{split_dirs(self.root, split)[0]}: split {split!r} has no images")
+        self.samples: list[Sample] = samples[:max_images] if max_images else samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"StreetHazards(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        """Return sample ``index`` as (PIL RGB image, uint8 id map) after validating sizes."""
+        sample = self.samples[index]
+        image = load_image(sample.image_path)
+        ids = load_label(sample.label_path)
+        if image.size != (ids.shape[1], ids.shape[0]):
+            raise DataError(
+                f"{sample.label_path}: size {ids.shape[1]}x{ids.shape[0]} differs from image "
+                f"{image.size[0]}x{image.size[1]}; expected equal sizes"
+            )
+        return image, ids
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, ids = self.load(index)
+        rel = self.samples[index].rel
+        if self.transform is not None:
+            img_t, mask_t = self.transform(image, Image.fromarray(ids))
+            return {"image": img_t, "mask": mask_t, "path": rel}
+        arr = np.asarray(image).transpose(2, 0, 1).copy()
+        return {
+            "image": torch.from_numpy(arr),
+            "mask": torch.from_numpy(ids.astype(np.int64)),
+            "path": rel,
+        }

@@ -1,0 +1,139 @@
+"""``evaluate_maps``: the evaluation metrics for score maps produced by any other method.
+
+One ``.npy`` float array (H, W) per image, at the label's resolution, named by the image's path
+below the split's image folder with ``.npy`` for ``.png``; higher = more anomalous. Scores are
+compared at float32 precision.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hazardseg.data.streethazards import StreetHazards
+from hazardseg.errors import DataError
+from hazardseg.evaluation.accumulate import MethodAccumulator, ScoreStore, map_relpath
+from hazardseg.evaluation.components import (
+    component_pass,
+    merge_component_accumulators,
+    pooled_thresholds,
+)
+from hazardseg.evaluation.report import method_section, results_document
+from hazardseg.evaluation.run import check_options
+from hazardseg.metrics.ood import evaluation_masks
+from hazardseg.results import save_results
+
+
+def find_missing_maps(maps_dir: Path, rels: list[str]) -> list[str]:
+    """Relative map paths (``t5/1.npy``) absent from ``maps_dir``."""
+    return [map_relpath(r) for r in rels if not (maps_dir / map_relpath(r)).is_file()]
+
+
+def load_score_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Load one score map and check it is a float array of ``shape``; returns float32."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.floating):
+        dtype = getattr(arr, "dtype", type(arr).__name__)
+        raise DataError(f"{path}: dtype {dtype}; expected a float array (float16/32/64)")
+    if arr.shape != tuple(shape):
+        raise DataError(
+            f"{path}: shape {arr.shape}; expected {tuple(shape)} (the label's height, width)"
+        )
+    return arr.astype(np.float32, copy=False)
+
+
+def evaluate_maps(
+    maps_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    split: str = "test",
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    name: str = "external",
+    exclude_unlabeled: bool = False,
+    nonfinite: str = "error",
+    components: bool = True,
+    max_images: int | None = None,
+    max_curve_points: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate precomputed score maps on a split; write ``<out_dir>/results.json``, return it."""
+    t_start = time.perf_counter()
+    check_options(1, 0, nonfinite, max_images)
+    mdir = Path(maps_dir)
+    if not mdir.is_dir():
+        raise DataError(f"score-map folder not found: {mdir}")
+    dataset = StreetHazards(data_root, split, max_images=max_images)
+    rels = [s.rel for s in dataset.samples]
+    missing = find_missing_maps(mdir, rels)
+    if missing:
+        raise DataError(
+            f"{mdir}: {len(missing)} of {len(rels)} score maps missing "
+            f"(first: {', '.join(missing[:3])}); expected one .npy per image of split '{split}'"
+        )
+    acc = MethodAccumulator(name, nonfinite)
+    t_metrics = 0.0
+    with ScoreStore() as store:
+        indices = range(len(dataset))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=f"eval-maps {split}", unit="image", leave=False)
+        for i in indices:
+            sample = dataset[i]
+            mask = sample["mask"]
+            rel = sample["path"]
+            scores = torch.from_numpy(load_score_map(mdir / map_relpath(rel), mask.shape))
+            t0 = time.perf_counter()
+            is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
+            acc.update(scores[None], is_anom[None], valid[None], [rel])
+            store.put_mask(rel, is_anom, valid)
+            t_metrics += time.perf_counter() - t0
+        acc.check_nonfinite(str(mdir))
+        pooled = acc.pooled.compute(max_curve_points=2)
+        if pooled["undefined_reason"] is not None:
+            raise DataError(
+                f"split '{split}' of {data_root}: {pooled['undefined_reason']} in "
+                f"{len(rels)} images; pooled anomaly metrics are undefined"
+            )
+        comp: dict[str, Any] = {name: None}
+        if components:
+            t0 = time.perf_counter()
+            parts = component_pass(
+                pooled_thresholds({name: acc}),
+                rels,
+                lambda _m, r: np.load(mdir / map_relpath(r), allow_pickle=False),
+                store.get_mask,
+            )
+            comp = merge_component_accumulators(parts)
+            t_metrics += time.perf_counter() - t0
+    section = method_section(acc, {"maps": str(mdir.resolve())}, comp[name], None,
+                             max_curve_points)
+    notes = [f"{name}: {acc.nonfinite} non-finite scores excluded"] if acc.nonfinite else []
+    total = time.perf_counter() - t_start
+    results = results_document(
+        model={"name": name, "checkpoint": None, "checkpoint_sha256": None,
+               "num_classes": None, "class_names": None},
+        data={"root": str(Path(data_root).resolve()), "split": split, "num_images": len(rels),
+              "resize": "native", "at_label_resolution": True},
+        config={},
+        evaluation={"methods": [name], "maps": str(mdir.resolve()), "nonfinite": nonfinite,
+                    "components": components},
+        exclude_unlabeled=exclude_unlabeled,
+        segmentation=None,
+        methods={name: section},
+        timing={"forward_s": 0.0, "methods_s": 0.0, "metrics_s": t_metrics, "total_s": total,
+                "images_per_s": len(rels) / total if total > 0 else None},
+        notes=notes,
+    )
+    if out_dir is not None:
+        results = save_results(Path(out_dir) / "results.json", results)
+    return results
+

@@ -1,0 +1,132 @@
+"""Build the requested anomaly methods and give them fitted state (loaded or fitted once)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hazardseg.anomaly import AnomalyMethod, create_method, parse_methods
+from hazardseg.anomaly.state import (
+    empty_state,
+    load_method_state,
+    matching_thresholds,
+    restore_methods,
+    write_state,
+)
+from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.transforms import build_eval_transform
+from hazardseg.errors import CheckpointError, HazardsegError
+from hazardseg.evaluation import dist
+
+log = logging.getLogger(__name__)
+
+
+def build_methods(
+    names: str | list[str], options: dict[str, dict[str, Any]] | None = None
+) -> dict[str, AnomalyMethod]:
+    """Create the methods named in ``names`` ("all" or a comma list) with per-method options."""
+    options = options or {}
+    selected = parse_methods(names)
+    unknown = sorted(set(options) - set(selected))
+    if unknown:
+        raise HazardsegError(
+            f"options given for method(s) not selected: {', '.join(unknown)}"
+        )
+    return {n: create_method(n, **options.get(n, {})) for n in selected}
+
+
+def fit_description(
+    split: str, max_images: int | None, resize: str, methods: dict[str, AnomalyMethod]
+) -> dict[str, dict[str, Any]]:
+    """How each method that needs fitting is fitted (stored with, and compared to, its state)."""
+    desc = {"split": split, "max_images": max_images, "resize": resize}
+    return {n: dict(desc) for n, m in methods.items() if m.needs_fit}
+
+
+def read_state_file(path: Path, checkpoint_sha256: str) -> dict[str, Any]:
+    """The anomaly state file at ``path`` if it exists and belongs to this checkpoint."""
+    if not path.is_file():
+        return empty_state(checkpoint_sha256)
+    state = load_method_state(path)
+    if state["checkpoint_sha256"] != checkpoint_sha256:
+        log.warning("%s belongs to another checkpoint; it will be replaced", path)
+        return empty_state(checkpoint_sha256)
+    return state
+
+
+def fit_loader(
+    root: str | os.PathLike[str],
+    split: str,
+    resize: str,
+    max_images: int | None,
+    batch_size: int,
+    workers: int,
+) -> DataLoader:
+    """Images of the fitting split with the evaluation transform (labels are not used)."""
+    ds = StreetHazards(root, split, build_eval_transform(resize), max_images=max_images)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def prepare_methods(
+    methods: dict[str, AnomalyMethod],
+    model: nn.Module,
+    checkpoint_sha256: str,
+    state_path: Path,
+    *,
+    data_root: str | os.PathLike[str],
+    fit_split: str,
+    fit_images: int | None,
+    resize: str,
+    device: torch.device,
+    batch_size: int = 1,
+    workers: int = 0,
+    save: bool = True,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Restore or fit every method that needs it; save newly fitted state beside the checkpoint.
+
+    Fitting runs on rank 0 and its state is broadcast. Returns ``(state file content,
+    restored names, fitted names)``.
+    """
+    fit = fit_description(fit_split, fit_images, resize, methods)
+    state = read_state_file(state_path, checkpoint_sha256)
+    restored = restore_methods(state, methods, checkpoint_sha256, fit)
+    todo = [n for n, m in methods.items() if m.needs_fit and n not in restored]
+    if not todo:
+        return state, restored, []
+    fitted_states: dict[str, Any] = {}
+    if dist.rank() == 0:
+        loader = fit_loader(data_root, fit_split, resize, fit_images, batch_size, workers)
+        for name in todo:
+            log.info("fitting %s on %d %s images", name, len(loader.dataset), fit_split)
+            methods[name].fit(model, loader, device=device, max_images=fit_images)
+            fitted_states[name] = methods[name].state_dict()
+    fitted_states = dist.broadcast_object(fitted_states)
+    for name in todo:
+        methods[name].load_state_dict(fitted_states[name])
+        state["methods"][name] = {
+            "options": dict(methods[name].options),
+            "fit": dict(fit[name]),
+            "state": fitted_states[name],
+        }
+    if save and dist.rank() == 0:
+        try:
+            write_state(state_path, state)
+        except OSError as exc:
+            log.warning("could not save fitted anomaly state to %s (%s)", state_path, exc)
+    return state, restored, todo
+
+
+def calibrated_thresholds(
+    state: dict[str, Any], methods: dict[str, AnomalyMethod], checkpoint_sha256: str
+) -> dict[str, dict[str, Any]]:
+    """Saved thresholds that match the checkpoint and each method's options."""
+    try:
+        return matching_thresholds(state, methods, checkpoint_sha256)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"anomaly state: malformed thresholds ({exc})") from None

@@ -1,0 +1,144 @@
+"""Model registry: one name -> builder function, ``create_model`` and ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from hazardseg.errors import HazardsegError
+from hazardseg.models.base import SegmentationModel
+from hazardseg.models.pretrained import WeightsSource, find_cached, resolve_weights_path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its builder (random init) and where its backbone weights live."""
+
+    name: str
+    family: str
+    builder: Callable[[int], SegmentationModel]
+    weights: WeightsSource | None
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+B = TypeVar("B", bound=Callable[[int], SegmentationModel])
+
+
+def register_model(
+    *, family: str, weights: WeightsSource | None = None
+) -> Callable[[B], B]:
+    """Decorator registering ``builder(num_classes) -> SegmentationModel`` under its own name.
+
+    The builder creates a randomly initialised model and never touches the network;
+    ``weights`` says which cached file ``pretrained="imagenet"`` loads into the backbone.
+    """
+
+    def decorate(builder: B) -> B:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelSpec(name, family, builder, weights, doc[0] if doc else "")
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from hazardseg.models import deeplab, lraspp, smp_models  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; unknown names raise a HazardsegError listing the known."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise HazardsegError(
+            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str, num_classes: int = 13, pretrained: str | None = None
+) -> SegmentationModel:
+    """Build a registered model.
+
+    ``pretrained``: None (random init, never touches the network), ``"imagenet"`` (ImageNet
+    backbone weights from the local cache; a HazardsegError names the file when it is missing)
+    or a path to a backbone weights file in the same format as the cached one.
+    """
+    spec = get_model_spec(name)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise HazardsegError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if pretrained is not None:
+        # Resolve the file before building so a missing file fails fast.
+        path = resolve_weights_path(str(pretrained), name, spec.weights)
+    model = spec.builder(num_classes)
+    if pretrained is not None:
+        model.load_backbone_weights(path)  # type: ignore[operator]
+    return model
+
+
+def pretrained_available(name: str) -> bool:
+    """Whether the ImageNet backbone weights of ``name`` are in the local cache."""
+    spec = get_model_spec(name)
+    return spec.weights is not None and find_cached(spec.weights) is not None
+
+
+class _ShapeOnlyBuild(TorchFunctionMode):
+    """Helpers for a meta-device build used only to read shapes.
+
+    ``linspace``/``arange`` are created on the CPU (some builders read their values, e.g.
+    drop-path schedules) and in-place initialisers on meta tensors are skipped (their values
+    are meaningless and the meta kernels are slow).
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        if func in (torch.linspace, torch.arange) and kwargs.get("device") is None:
+            kwargs["device"] = "cpu"
+        name = getattr(func, "__name__", "")
+        if (
+            name.endswith("_")
+            and not name.startswith("_")
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].is_meta
+        ):
+            return args[0]
+        return func(*args, **kwargs)
+
+
+def describe_model(name: str, num_classes: int = 13) -> dict[str, object]:
+    """Facts about a model without allocating its weights (built on the meta device)."""
+    spec = get_model_spec(name)
+    with torch.device("meta"), _ShapeOnlyBuild():
+        model = spec.builder(num_classes)
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "name": name,
+        "family": spec.family,
+        "params_m": params / 1e6,
+        "has_aux": model.has_aux,
+        "feature_dim": model.feature_dim,
+        "feature_stride": model.feature_stride,
+        "pretrained_file": spec.weights.filename if spec.weights else None,
+        "pretrained_available": pretrained_available(name),
+        "description": spec.description,
+    }

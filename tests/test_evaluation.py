@@ -1,0 +1,214 @@
+"""evaluate, calibrate and the CLI on a tiny tree, checked against direct computations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+
+from hazardseg.anomaly import create_method
+from hazardseg.calibration import calibrate
+from hazardseg.cli import main
+from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.transforms import build_eval_transform
+from hazardseg.errors import HazardsegError
+from hazardseg.evaluation import evaluate
+from hazardseg.models import create_model
+from hazardseg.models.checkpoint import save_checkpoint
+from hazardseg.results import load_results
+
+from conftest import make_tiny_tree
+
+torch.set_num_threads(1)
+
+MODEL = "lraspp_mobilenet_v3"
+
+
+def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AUROC, AP and FPR at 95% TPR with scikit-learn."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return {
+        "auroc": roc_auc_score(labels, scores),
+        "aupr": average_precision_score(labels, scores),
+        "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("evaluation")
+    root = make_tiny_tree(base / "sh", counts={"train": 3, "validation": 2, "test": 4})
+    torch.manual_seed(0)
+    model = create_model(MODEL).eval()
+    ckpt = save_checkpoint(
+        base / "run" / "best.pt", model, model_name=MODEL, class_names=list(KNOWN_CLASS_NAMES),
+        config={}, epoch=0, best_metric=None,
+    )
+    return {"root": root, "ckpt": ckpt, "model": model, "base": base}
+
+
+def direct_outputs(model: torch.nn.Module, root: Path, split: str, **tf) -> list[dict]:
+    ds = StreetHazards(root, split, build_eval_transform(**tf))
+    out = []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            o = model(item["image"][None], return_features=True)
+            logits = o["out"]
+            if logits.shape[-2:] != item["mask"].shape:
+                logits = F.interpolate(logits, size=item["mask"].shape, mode="bilinear",
+                                       align_corners=False)
+            out.append({"logits": logits, "features": o["features"], "mask": item["mask"],
+                        "path": item["path"]})
+    return out
+
+
+def test_evaluate_matches_direct_computation(setup) -> None:
+    out_dir = setup["base"] / "eval1"
+    res = evaluate(setup["ckpt"], setup["root"], "test", "all", out_dir, fit_images=3)
+    assert load_results(out_dir / "results.json") == res
+    assert res["data"]["num_images"] == 4 and res["evaluation"]["state_fitted"] == ["sml", "heat"]
+    assert (setup["ckpt"].parent / "anomaly_state.pt").is_file()
+    items = direct_outputs(setup["model"], setup["root"], "test")
+    # segmentation: confusion matrix over the split (sklearn)
+    total = np.zeros((13, 13), np.int64)
+    for it in items:
+        gt = it["mask"].numpy().ravel()
+        pred = it["logits"].argmax(1)[0].numpy().ravel()
+        total += confusion_matrix(gt[gt < 13], pred[gt < 13], labels=list(range(13)))
+    tp = np.diag(total)
+    union = total.sum(0) + total.sum(1) - tp
+    ref_iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    assert res["segmentation"]["miou"] == pytest.approx(np.nanmean(ref_iou))
+    # pooled and per-image metrics of two pure methods (sklearn)
+    for name in ("max_logit", "entropy"):
+        method = create_method(name)
+        s = [method.score(it["logits"])[0].numpy().ravel() for it in items]
+        y = [(it["mask"].numpy().ravel() == 13) for it in items]
+        v = [(it["mask"].numpy().ravel() <= 13) for it in items]
+        ref = sk_metrics(np.concatenate([a[k] for a, k in zip(s, v, strict=True)]),
+                         np.concatenate([a[k] for a, k in zip(y, v, strict=True)]))
+        got = res["methods"][name]
+        for key in ("auroc", "aupr", "fpr95"):
+            assert got["pooled"][key] == pytest.approx(ref[key], abs=1e-6), (name, key)
+        per = [sk_metrics(a[k], b[k]) for a, b, k in zip(s, y, v, strict=True) if b[k].any()]
+        assert got["per_image"]["num_images"] == len(per) == 3
+        assert got["per_image"]["num_skipped"] == 1
+        for key in ("auroc", "aupr", "fpr95"):
+            assert got["per_image"][key] == pytest.approx(np.mean([p[key] for p in per]))
+        assert got["oracle"]["f1"] == got["pooled"]["best_f1"]
+        assert got["calibrated"] is None
+        comp = got["components"]
+        assert comp is not None and 0.0 <= comp["mean_f1"] <= 1.0
+        assert comp["num_gt_components"] >= 3
+    # second run: fitted state is reused and gives the same numbers
+    res2 = evaluate(setup["ckpt"], setup["root"], "test", "sml,heat", None, fit_images=3,
+                    batch_size=3)
+    assert res2["evaluation"]["state_restored"] == ["sml", "heat"]
+    for name in ("sml", "heat"):
+        for key in ("auroc", "aupr", "fpr95"):
+            assert res2["methods"][name]["pooled"][key] == pytest.approx(
+                res["methods"][name]["pooled"][key], abs=1e-4  # model output ulps differ
+            )
+
+
+def test_save_maps_and_input_resolution(setup) -> None:
+    out_dir = setup["base"] / "eval_maps"
+    res = evaluate(setup["ckpt"], setup["root"], "test", "msp,sml", out_dir, fit_images=3,
+                   resize="32x24", at_label_resolution=False, save_maps=True)
+    assert res["data"]["at_label_resolution"] is False
+    items = direct_outputs(setup["model"], setup["root"], "test", resize="32x24",
+                           at_label_resolution=False)
+    saved = np.load(out_dir / "maps" / "msp" / "t5" / "1.npy")
+    assert saved.dtype == np.float32 and saved.shape == (24, 32)
+    ref = create_method("msp").score(items[0]["logits"])[0].numpy()
+    np.testing.assert_allclose(saved, ref, atol=1e-6)
+    assert sorted(p.name for p in (out_dir / "maps" / "sml" / "t6").iterdir()) == ["2.npy",
+                                                                                  "4.npy"]
+
+
+def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
+    state = setup["base"] / "calib" / "anomaly_state.pt"
+    entries = calibrate(setup["ckpt"], setup["root"], "validation", "max_logit,sml", 0.1,
+                        fit_images=3, state_path=state)
+    items = direct_outputs(setup["model"], setup["root"], "validation")
+    known = np.concatenate([it["mask"].numpy().ravel() < 13 for it in items])
+    s = np.concatenate([create_method("max_logit").score(it["logits"])[0].numpy().ravel()
+                        for it in items])[known]
+    t = entries["max_logit"]["threshold"]
+    flagged = float((s >= t).mean())
+    assert flagged == pytest.approx(entries["max_logit"]["fpr"])
+    assert flagged <= 0.1 and flagged > 0.05  # the lowest threshold meeting the target
+    assert entries["max_logit"]["num_pixels"] == known.sum()
+    res = evaluate(setup["ckpt"], setup["root"], "test", "max_logit,sml,msp", None,
+                   fit_images=3, state_path=state)
+    assert res["evaluation"]["state_restored"] == ["sml"]
+    cal = res["methods"]["max_logit"]["calibrated"]
+    assert cal["threshold"] == t and cal["split"] == "validation" and cal["target"] == 0.1
+    test_items = direct_outputs(setup["model"], setup["root"], "test")
+    st = np.concatenate([create_method("max_logit").score(it["logits"])[0].numpy().ravel()
+                         for it in test_items])
+    y = np.concatenate([it["mask"].numpy().ravel() == 13 for it in test_items])
+    tp = int(((st >= t) & y).sum())
+    assert cal["recall"] == pytest.approx(tp / y.sum())
+    assert res["methods"]["msp"]["calibrated"] is None
+
+
+def test_cli_evaluate_and_errors(setup, capsys) -> None:
+    out_dir = setup["base"] / "cli"
+    args = ["evaluate", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["root"]),
+            "--methods", "msp,energy", "--out", str(out_dir), "--quiet",
+            "--option", "energy.temperature=2"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "msp" in text and "energy" in text and "results.json" in text
+    res = json.loads((out_dir / "results.json").read_text())
+    assert res["methods"]["energy"]["options"] == {"temperature": 2.0}
+    bad = setup["base"] / "cli_bad"
+    for extra, msg in (
+        (["--methods", "msp,bogus"], "unknown anomaly method 'bogus'"),
+        (["--option", "msp.temperature=2"], "unknown option"),
+        (["--option", "nodot=2"], "METHOD.KEY=VALUE"),
+        (["--nonfinite", "drop"], "nonfinite"),
+        (["--batch-size", "0"], "batch size"),
+    ):
+        code = main(["evaluate", "--checkpoint", str(setup["ckpt"]), "--data",
+                     str(setup["root"]), "--out", str(bad), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (bad / "results.json").exists()
+    code = main(["evaluate", "--checkpoint", str(setup["base"] / "missing.pt"), "--data",
+                 str(setup["root"]), "--out", str(bad), "--quiet", "--methods", "msp"])
+    assert code == 2 and "missing.pt" in capsys.readouterr().err
+
+
+def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
+    from hazardseg.anomaly import registry
+
+    def nan_msp(logits: torch.Tensor) -> torch.Tensor:
+        s = registry.scores.msp(logits)
+        s[:, 0, :5] = float("nan")
+        return s
+
+    monkeypatch.setitem(registry.METHODS, "msp", lambda: registry.LogitScore("msp", nan_msp))
+    out_dir = setup["base"] / "nan"
+    with pytest.raises(HazardsegError, match="16 NaN/infinite scores in 4 image"):
+        evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir)
+    assert not (out_dir / "results.json").exists()
+    res = evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir, nonfinite="exclude")
+    assert res["methods"]["msp"]["nonfinite"] == 4 * 4  # pixel (0, 0) of each image is ignored
+    assert res["methods"]["msp"]["pooled"]["num_neg"] + res["methods"]["msp"]["pooled"][
+        "num_pos"] == 4 * (64 * 48 - 1) - 16
+
+
+def test_split_without_anomalies_gives_undefined_pooled_metrics(setup) -> None:
+    res = evaluate(setup["ckpt"], setup["root"], "validation", "msp", None)
+    m = res["methods"]["msp"]
+    assert m["pooled"]["auroc"] is None and m["oracle"] is None and m["components"] is None
+    assert any("no anomaly" in n for n in res["notes"])
