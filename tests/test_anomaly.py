@@ -127,8 +127,10 @@ def test_every_method_scores_shape_and_batch_independence(name: str) -> None:
     assert s.shape == (4, 20, 24) and s.dtype == torch.float32
     assert torch.isfinite(s).all()
     one = torch.cat(
-        [method.score(out["out"][i : i + 1], None if feats is None else feats[i : i + 1])
-         for i in range(4)]
+        [
+            method.score(out["out"][i : i + 1], None if feats is None else feats[i : i + 1])
+            for i in range(4)
+        ]
     )
     torch.testing.assert_close(s, one, rtol=1e-5, atol=1e-5)
 
@@ -283,7 +285,9 @@ def test_state_round_trip_and_matching(tmp_path) -> None:
         if m.needs_fit:
             m.fit(model, _loader(images, 2))
     fit = {"sml": {"split": "train", "max_images": 3}, "heat": {"split": "train", "max_images": 3}}
-    th = {"sml": {"threshold": 1.5, "target": 0.05, "split": "validation", "options": SML().options}}
+    th = {
+        "sml": {"threshold": 1.5, "target": 0.05, "split": "validation", "options": SML().options}
+    }
     path = tmp_path / "anomaly_state.pt"
     save_method_state(path, methods, "abc", thresholds=th, fit=fit)
     state = load_method_state(path)
@@ -324,3 +328,24 @@ def test_state_bad_files(tmp_path) -> None:
         SML().load_state_dict({"mean": torch.zeros(3)})
     with pytest.raises(HazardsegError, match="HEAT state"):
         HEAT().load_state_dict({"projection": torch.zeros(3, 2)})
+
+
+# ------------------------------------------------------------------ filters
+def test_filters_match_pooling_and_convolution_references() -> None:
+    from hazardseg.anomaly.filters import box_mean_replicate, box_sum3, dilate3, label_boundary
+
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randint(0, 3, (2, 9, 11), generator=g)
+    p = F.pad(pred[:, None].float(), (1, 1, 1, 1), mode="replicate")
+    ref = F.max_pool2d(p, 3, stride=1) != -F.max_pool2d(-p, 3, stride=1)
+    assert torch.equal(label_boundary(pred), ref[:, 0])
+    mask = torch.rand(2, 9, 11, generator=g) > 0.8
+    ref = F.max_pool2d(mask[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
+    assert torch.equal(dilate3(mask), ref)
+    x = torch.randn(2, 9, 11, generator=g)
+    ref = F.conv2d(x[:, None], torch.ones(1, 1, 3, 3), padding=1)[:, 0]
+    torch.testing.assert_close(box_sum3(x), ref)
+    y = torch.randn(2, 4, 9, 11, generator=g)
+    for k in (3, 5):
+        ref = F.avg_pool2d(F.pad(y, (k // 2,) * 4, mode="replicate"), k, stride=1)
+        torch.testing.assert_close(box_mean_replicate(y, k), ref)

@@ -65,3 +65,14 @@ def test_console_script_module_entry() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("hazardseg ")
+
+
+def test_atomic_write_respects_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "m.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
+from conftest import make_tiny_tree
 from hazardseg.anomaly import create_method
 from hazardseg.calibration import calibrate
 from hazardseg.cli import main
@@ -22,8 +23,6 @@ from hazardseg.evaluation import evaluate
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 from hazardseg.results import load_results
-
-from conftest import make_tiny_tree
 
 torch.set_num_threads(1)
 
@@ -47,8 +46,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.manual_seed(0)
     model = create_model(MODEL).eval()
     ckpt = save_checkpoint(
-        base / "run" / "best.pt", model, model_name=MODEL, class_names=list(KNOWN_CLASS_NAMES),
-        config={}, epoch=0, best_metric=None,
+        base / "run" / "best.pt",
+        model,
+        model_name=MODEL,
+        class_names=list(KNOWN_CLASS_NAMES),
+        config={},
+        epoch=0,
+        best_metric=None,
     )
     return {"root": root, "ckpt": ckpt, "model": model, "base": base}
 
@@ -62,10 +66,17 @@ def direct_outputs(model: torch.nn.Module, root: Path, split: str, **tf) -> list
             o = model(item["image"][None], return_features=True)
             logits = o["out"]
             if logits.shape[-2:] != item["mask"].shape:
-                logits = F.interpolate(logits, size=item["mask"].shape, mode="bilinear",
-                                       align_corners=False)
-            out.append({"logits": logits, "features": o["features"], "mask": item["mask"],
-                        "path": item["path"]})
+                logits = F.interpolate(
+                    logits, size=item["mask"].shape, mode="bilinear", align_corners=False
+                )
+            out.append(
+                {
+                    "logits": logits,
+                    "features": o["features"],
+                    "mask": item["mask"],
+                    "path": item["path"],
+                }
+            )
     return out
 
 
@@ -92,8 +103,10 @@ def test_evaluate_matches_direct_computation(setup) -> None:
         s = [method.score(it["logits"])[0].numpy().ravel() for it in items]
         y = [(it["mask"].numpy().ravel() == 13) for it in items]
         v = [(it["mask"].numpy().ravel() <= 13) for it in items]
-        ref = sk_metrics(np.concatenate([a[k] for a, k in zip(s, v, strict=True)]),
-                         np.concatenate([a[k] for a, k in zip(y, v, strict=True)]))
+        ref = sk_metrics(
+            np.concatenate([a[k] for a, k in zip(s, v, strict=True)]),
+            np.concatenate([a[k] for a, k in zip(y, v, strict=True)]),
+        )
         got = res["methods"][name]
         for key in ("auroc", "aupr", "fpr95"):
             assert got["pooled"][key] == pytest.approx(ref[key], abs=1e-6), (name, key)
@@ -108,52 +121,79 @@ def test_evaluate_matches_direct_computation(setup) -> None:
         assert comp is not None and 0.0 <= comp["mean_f1"] <= 1.0
         assert comp["num_gt_components"] >= 3
     # second run: fitted state is reused and gives the same numbers
-    res2 = evaluate(setup["ckpt"], setup["root"], "test", "sml,heat", None, fit_images=3,
-                    batch_size=3)
+    res2 = evaluate(
+        setup["ckpt"], setup["root"], "test", "sml,heat", None, fit_images=3, batch_size=3
+    )
     assert res2["evaluation"]["state_restored"] == ["sml", "heat"]
     for name in ("sml", "heat"):
         for key in ("auroc", "aupr", "fpr95"):
             assert res2["methods"][name]["pooled"][key] == pytest.approx(
-                res["methods"][name]["pooled"][key], abs=1e-4  # model output ulps differ
+                res["methods"][name]["pooled"][key],
+                abs=1e-4,  # model output ulps differ
             )
 
 
 def test_save_maps_and_input_resolution(setup) -> None:
     out_dir = setup["base"] / "eval_maps"
-    res = evaluate(setup["ckpt"], setup["root"], "test", "msp,sml", out_dir, fit_images=3,
-                   resize="32x24", at_label_resolution=False, save_maps=True)
+    res = evaluate(
+        setup["ckpt"],
+        setup["root"],
+        "test",
+        "msp,sml",
+        out_dir,
+        fit_images=3,
+        resize="32x24",
+        at_label_resolution=False,
+        save_maps=True,
+    )
     assert res["data"]["at_label_resolution"] is False
-    items = direct_outputs(setup["model"], setup["root"], "test", resize="32x24",
-                           at_label_resolution=False)
+    items = direct_outputs(
+        setup["model"], setup["root"], "test", resize="32x24", at_label_resolution=False
+    )
     saved = np.load(out_dir / "maps" / "msp" / "t5" / "1.npy")
     assert saved.dtype == np.float32 and saved.shape == (24, 32)
     ref = create_method("msp").score(items[0]["logits"])[0].numpy()
     np.testing.assert_allclose(saved, ref, atol=1e-6)
-    assert sorted(p.name for p in (out_dir / "maps" / "sml" / "t6").iterdir()) == ["2.npy",
-                                                                                  "4.npy"]
+    assert sorted(p.name for p in (out_dir / "maps" / "sml" / "t6").iterdir()) == ["2.npy", "4.npy"]
 
 
 def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
     state = setup["base"] / "calib" / "anomaly_state.pt"
-    entries = calibrate(setup["ckpt"], setup["root"], "validation", "max_logit,sml", 0.1,
-                        fit_images=3, state_path=state)
+    entries = calibrate(
+        setup["ckpt"],
+        setup["root"],
+        "validation",
+        "max_logit,sml",
+        0.1,
+        fit_images=3,
+        state_path=state,
+    )
     items = direct_outputs(setup["model"], setup["root"], "validation")
     known = np.concatenate([it["mask"].numpy().ravel() < 13 for it in items])
-    s = np.concatenate([create_method("max_logit").score(it["logits"])[0].numpy().ravel()
-                        for it in items])[known]
+    s = np.concatenate(
+        [create_method("max_logit").score(it["logits"])[0].numpy().ravel() for it in items]
+    )[known]
     t = entries["max_logit"]["threshold"]
     flagged = float((s >= t).mean())
     assert flagged == pytest.approx(entries["max_logit"]["fpr"])
     assert flagged <= 0.1 and flagged > 0.05  # the lowest threshold meeting the target
     assert entries["max_logit"]["num_pixels"] == known.sum()
-    res = evaluate(setup["ckpt"], setup["root"], "test", "max_logit,sml,msp", None,
-                   fit_images=3, state_path=state)
+    res = evaluate(
+        setup["ckpt"],
+        setup["root"],
+        "test",
+        "max_logit,sml,msp",
+        None,
+        fit_images=3,
+        state_path=state,
+    )
     assert res["evaluation"]["state_restored"] == ["sml"]
     cal = res["methods"]["max_logit"]["calibrated"]
     assert cal["threshold"] == t and cal["split"] == "validation" and cal["target"] == 0.1
     test_items = direct_outputs(setup["model"], setup["root"], "test")
-    st = np.concatenate([create_method("max_logit").score(it["logits"])[0].numpy().ravel()
-                         for it in test_items])
+    st = np.concatenate(
+        [create_method("max_logit").score(it["logits"])[0].numpy().ravel() for it in test_items]
+    )
     y = np.concatenate([it["mask"].numpy().ravel() == 13 for it in test_items])
     tp = int(((st >= t) & y).sum())
     assert cal["recall"] == pytest.approx(tp / y.sum())
@@ -162,9 +202,20 @@ def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
 
 def test_cli_evaluate_and_errors(setup, capsys) -> None:
     out_dir = setup["base"] / "cli"
-    args = ["evaluate", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["root"]),
-            "--methods", "msp,energy", "--out", str(out_dir), "--quiet",
-            "--option", "energy.temperature=2"]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(setup["ckpt"]),
+        "--data",
+        str(setup["root"]),
+        "--methods",
+        "msp,energy",
+        "--out",
+        str(out_dir),
+        "--quiet",
+        "--option",
+        "energy.temperature=2",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "msp" in text and "energy" in text and "results.json" in text
@@ -178,13 +229,36 @@ def test_cli_evaluate_and_errors(setup, capsys) -> None:
         (["--nonfinite", "drop"], "nonfinite"),
         (["--batch-size", "0"], "batch size"),
     ):
-        code = main(["evaluate", "--checkpoint", str(setup["ckpt"]), "--data",
-                     str(setup["root"]), "--out", str(bad), "--quiet", *extra])
+        code = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(setup["ckpt"]),
+                "--data",
+                str(setup["root"]),
+                "--out",
+                str(bad),
+                "--quiet",
+                *extra,
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (bad / "results.json").exists()
-    code = main(["evaluate", "--checkpoint", str(setup["base"] / "missing.pt"), "--data",
-                 str(setup["root"]), "--out", str(bad), "--quiet", "--methods", "msp"])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(setup["base"] / "missing.pt"),
+            "--data",
+            str(setup["root"]),
+            "--out",
+            str(bad),
+            "--quiet",
+            "--methods",
+            "msp",
+        ]
+    )
     assert code == 2 and "missing.pt" in capsys.readouterr().err
 
 
@@ -203,8 +277,10 @@ def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
     assert not (out_dir / "results.json").exists()
     res = evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir, nonfinite="exclude")
     assert res["methods"]["msp"]["nonfinite"] == 4 * 4  # pixel (0, 0) of each image is ignored
-    assert res["methods"]["msp"]["pooled"]["num_neg"] + res["methods"]["msp"]["pooled"][
-        "num_pos"] == 4 * (64 * 48 - 1) - 16
+    assert (
+        res["methods"]["msp"]["pooled"]["num_neg"] + res["methods"]["msp"]["pooled"]["num_pos"]
+        == 4 * (64 * 48 - 1) - 16
+    )
 
 
 def test_split_without_anomalies_gives_undefined_pooled_metrics(setup) -> None:
@@ -212,3 +288,166 @@ def test_split_without_anomalies_gives_undefined_pooled_metrics(setup) -> None:
     m = res["methods"]["msp"]
     assert m["pooled"]["auroc"] is None and m["oracle"] is None and m["components"] is None
     assert any("no anomaly" in n for n in res["notes"])
+
+
+def test_cli_calibrate(setup, capsys) -> None:
+    state = setup["base"] / "cli_cal" / "state.pt"
+    code = main(
+        [
+            "calibrate",
+            "--checkpoint",
+            str(setup["ckpt"]),
+            "--data",
+            str(setup["root"]),
+            "--methods",
+            "msp",
+            "--target-fpr",
+            "0.2",
+            "--state",
+            str(state),
+            "--quiet",
+        ]
+    )
+    assert code == 0 and "msp" in capsys.readouterr().out
+    from hazardseg.anomaly.state import load_method_state
+
+    entry = load_method_state(state)["thresholds"]["msp"]
+    assert entry["target"] == 0.2 and entry["split"] == "validation" and entry["fpr"] <= 0.2
+    code = main(
+        [
+            "calibrate",
+            "--checkpoint",
+            str(setup["ckpt"]),
+            "--data",
+            str(setup["root"]),
+            "--methods",
+            "msp",
+            "--target-fpr",
+            "1.5",
+            "--state",
+            str(state),
+            "--quiet",
+        ]
+    )
+    assert code == 2 and "--target-fpr" in capsys.readouterr().err
+
+
+def _linear_probe(model: torch.nn.Module, root: Path) -> None:
+    """Train the LR-ASPP final linear classifiers on the (frozen, random) features."""
+    ds = StreetHazards(root, "train", build_eval_transform())
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.stack([ds[i]["mask"] for i in range(len(ds))]).reshape(-1)
+    with torch.no_grad():
+        f = model(x, return_features=True)["features"]
+        f = F.interpolate(f, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    feat = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])[y < 13]
+    y = y[y < 13]
+    mu, sd = feat.mean(0), feat.std(0) + 1e-6
+    lin = torch.nn.Linear(feat.shape[1], 13)
+    opt = torch.optim.Adam(lin.parameters(), 0.05)
+    for _ in range(150):
+        loss = F.cross_entropy(lin((feat - mu) / sd), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = lin.weight.detach() / sd
+    b = lin.bias.detach() - (w * mu).sum(1)
+    head = model.classifier
+    with torch.no_grad():
+        head.low_classifier.weight.copy_(w[:, :40, None, None])
+        head.low_classifier.bias.copy_(b)
+        head.high_classifier.weight.copy_(w[:, 40:, None, None])
+        head.high_classifier.bias.zero_()
+
+
+@pytest.mark.slow
+def test_trained_model_detects_anomalies_above_chance(tmp_path) -> None:
+    root = make_tiny_tree(tmp_path / "sh", counts={"train": 6, "validation": 1, "test": 4})
+    torch.manual_seed(0)
+    model = create_model(MODEL).eval()
+    _linear_probe(model, root)
+    ckpt = save_checkpoint(
+        tmp_path / "run" / "best.pt",
+        model,
+        model_name=MODEL,
+        class_names=list(KNOWN_CLASS_NAMES),
+        config={},
+        epoch=1,
+        best_metric=None,
+    )
+    res = evaluate(ckpt, root, "test", "max_logit,msp,energy", None, components=False)
+    assert res["segmentation"]["pixel_accuracy"] > 0.7
+    assert res["methods"]["max_logit"]["pooled"]["auroc"] > 0.6
+    assert res["methods"]["max_logit"]["per_image"]["auroc"] > 0.6
+
+
+def _ddp_worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    res = evaluate(
+        args["ckpt"],
+        args["root"],
+        "test",
+        "msp,sml",
+        out,
+        fit_images=3,
+        device="cpu",
+        save_state=False,
+        state_path=args["state"],
+    )
+    if rank == 1:  # every rank holds the merged results; only rank 0 wrote them
+        Path(out).with_name("rank1.json").write_text(json.dumps(res["methods"]["msp"]["pooled"]))
+
+
+@pytest.mark.slow
+def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = {
+        "ckpt": str(setup["ckpt"]),
+        "root": str(setup["root"]),
+        "state": str(tmp_path / "state.pt"),
+    }
+    single = evaluate(
+        setup["ckpt"],
+        setup["root"],
+        "test",
+        "msp,sml",
+        None,
+        fit_images=3,
+        save_state=False,
+        state_path=tmp_path / "state.pt",
+    )
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, port, args, str(tmp_path / "ddp")),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
+    multi = load_results(tmp_path / "ddp")
+    assert multi["timing"]["world_size"] == 2 and multi["data"]["num_images"] == 4
+    assert multi["segmentation"] == single["segmentation"]
+    for name in ("msp", "sml"):
+        a, b = multi["methods"][name], single["methods"][name]
+        for section in ("pooled", "per_image", "components"):
+            for key, value in b[section].items():
+                if isinstance(value, float):
+                    assert a[section][key] == pytest.approx(value), (name, section, key)
+                else:
+                    assert a[section][key] == value, (name, section, key)
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank1["auroc"] == multi["methods"]["msp"]["pooled"]["auroc"]

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from conftest import make_tiny_tree
 from hazardseg.cli import main
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation import evaluate_maps
 from hazardseg.results import load_results
 
-from conftest import make_tiny_tree
 
-
-def write_maps(root: Path, maps: Path, split: str = "test", seed: int = 0,
-               dtype: type = np.float32) -> dict[str, np.ndarray]:
+def write_maps(
+    root: Path, maps: Path, split: str = "test", seed: int = 0, dtype: type = np.float32
+) -> dict[str, np.ndarray]:
     """Noisy maps that score anomaly pixels higher on average; returns them by rel path."""
     rng = np.random.default_rng(seed)
     ds = StreetHazards(root, split)
@@ -37,21 +37,31 @@ def write_maps(root: Path, maps: Path, split: str = "test", seed: int = 0,
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_tree(tmp_path_factory.mktemp("maps") / "sh",
-                          counts={"validation": 2, "test": 4})
+    return make_tiny_tree(
+        tmp_path_factory.mktemp("maps") / "sh", counts={"validation": 2, "test": 4}
+    )
 
 
 def _ref(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    return {"auroc": roc_auc_score(labels, scores), "aupr": average_precision_score(labels, scores),
-            "fpr95": float(fpr[np.searchsorted(tpr, 0.95)])}
+    return {
+        "auroc": roc_auc_score(labels, scores),
+        "aupr": average_precision_score(labels, scores),
+        "fpr95": float(fpr[np.searchsorted(tpr, 0.95)]),
+    }
 
 
 @pytest.mark.parametrize("exclude_unlabeled", [False, True])
 def test_eval_maps_matches_sklearn(tree, tmp_path, exclude_unlabeled) -> None:
     maps = write_maps(tree, tmp_path / "maps")
-    res = evaluate_maps(tmp_path / "maps", tree, "test", tmp_path / "out", name="noise",
-                        exclude_unlabeled=exclude_unlabeled)
+    res = evaluate_maps(
+        tmp_path / "maps",
+        tree,
+        "test",
+        tmp_path / "out",
+        name="noise",
+        exclude_unlabeled=exclude_unlabeled,
+    )
     assert load_results(tmp_path / "out") == res
     assert res["model"]["name"] == "noise" and res["segmentation"] is None
     assert res["protocol"]["exclude_unlabeled"] is exclude_unlabeled
@@ -87,7 +97,8 @@ def test_eval_maps_float64_and_float16_maps(tree, tmp_path) -> None:
     a = evaluate_maps(tmp_path / "m16", tree, "test", None, components=False)
     b = evaluate_maps(tmp_path / "m64", tree, "test", None, components=False)
     assert a["methods"]["external"]["pooled"]["auroc"] == pytest.approx(
-        b["methods"]["external"]["pooled"]["auroc"], abs=1e-3)
+        b["methods"]["external"]["pooled"]["auroc"], abs=1e-3
+    )
 
 
 def test_eval_maps_bad_inputs(tree, tmp_path) -> None:
@@ -106,7 +117,7 @@ def test_eval_maps_bad_inputs(tree, tmp_path) -> None:
     with pytest.raises(DataError, match="dtype int64; expected a float array"):
         evaluate_maps(maps, tree, "test", out)
     (maps / "t5" / "1.npy").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="not a readable .npy"):
+    with pytest.raises(DataError, match=r"not a readable \.npy"):
         evaluate_maps(maps, tree, "test", out)
     bad = np.zeros((48, 64), np.float32)
     bad[10, 10:13] = np.nan
@@ -128,12 +139,34 @@ def test_eval_maps_bad_inputs(tree, tmp_path) -> None:
 
 def test_cli_eval_maps(tree, tmp_path, capsys) -> None:
     write_maps(tree, tmp_path / "maps")
-    code = main(["eval-maps", "--maps", str(tmp_path / "maps"), "--data", str(tree),
-                 "--out", str(tmp_path / "out"), "--name", "mine", "--quiet"])
+    code = main(
+        [
+            "eval-maps",
+            "--maps",
+            str(tmp_path / "maps"),
+            "--data",
+            str(tree),
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "mine",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert "mine" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model"]["name"] == "mine"
-    code = main(["eval-maps", "--maps", str(tmp_path / "none"), "--data", str(tree),
-                 "--out", str(tmp_path / "o2"), "--quiet"])
+    code = main(
+        [
+            "eval-maps",
+            "--maps",
+            str(tmp_path / "none"),
+            "--data",
+            str(tree),
+            "--out",
+            str(tmp_path / "o2"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "score-map folder not found" in err and len(err.splitlines()) == 1

@@ -202,7 +202,7 @@ def test_curves_are_downsampled_monotone_and_keep_endpoints():
 # --------------------------------------------------------------------------- histogram stage
 
 
-@pytest.mark.parametrize("bits", [17, 21])
+@pytest.mark.parametrize("bits", [17, 22])
 def test_histogram_stage_error_within_reported_bound(bits):
     s, y = make_pixels(400_000, "float32", seed=6)
     acc = PooledOOD(bits=bits, max_distinct=1000)
@@ -213,8 +213,10 @@ def test_histogram_stage_error_within_reported_bound(bits):
     for key in ("auroc", "aupr", "fpr95"):
         assert abs(res[key] - ref[key]) <= res["error_bound"][key] + 1e-12, key
     assert abs(res["auroc"] - ref["auroc"]) <= 1e-5
-    if bits == 21:
-        assert res["error_bound"]["auroc"] < 1e-4
+    if bits == 22:
+        assert res["error_bound"]["auroc"] < 2e-5
+        for key in ("aupr", "fpr95"):
+            assert abs(res[key] - ref[key]) <= 2e-5, key
 
 
 def test_histogram_is_exact_for_float16_and_pure_bins():
@@ -228,7 +230,7 @@ def test_histogram_is_exact_for_float16_and_pure_bins():
 
 
 @pytest.mark.slow
-def test_ten_million_pixels_in_chunks_equal_one_shot_and_sklearn():
+def test_ten_million_pixels_in_chunks_equal_one_shot():
     n = 10_500_000
     s, y = make_pixels(n, "float16", seed=8, pos_frac=0.02)
     valid = torch.ones(n, dtype=torch.bool)
@@ -243,9 +245,7 @@ def test_ten_million_pixels_in_chunks_equal_one_shot_and_sklearn():
     for key in ("auroc", "aupr", "fpr95", "best_f1", "best_f1_threshold", "num_pos"):
         assert r1[key] == r2[key], key
     assert torch.equal(one.hist.counts, chunked.hist.counts)
-    keep = valid.numpy()
-    auroc = roc_auc_score(y.numpy()[keep], s.float().numpy()[keep])
-    assert abs(r1["auroc"] - auroc) < 1e-9
+    assert r1["exact"] and r1["num_pos"] + r1["num_neg"] == n - len(range(0, n, 97))
 
 
 # --------------------------------------------------------------------------- merging
@@ -295,7 +295,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="bits"):
         PooledOOD(bits=30)
     with pytest.raises(ValueError, match="bits"):
-        PooledOOD(bits=17).merge(PooledOOD(bits=18))
+        PooledOOD(bits=16)
 
 
 # --------------------------------------------------------------------------- per image
@@ -355,3 +355,52 @@ def test_per_image_without_any_usable_image_is_nan():
     acc.update(torch.rand(8, 8), torch.zeros(8, 8, dtype=torch.bool))
     res = acc.compute()
     assert math.isnan(res["auroc"]) and res["num_images"] == 0 and res["num_skipped"] == 1
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def test_coarsened_histogram_equals_a_coarser_one():
+    from hazardseg.metrics._histogram import ScoreHistogram
+
+    s, y = make_pixels(50_000, "float32", seed=13)
+    s[:10] = torch.tensor(
+        [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38, 1.0]
+    )
+    fine, coarse = ScoreHistogram(19), ScoreHistogram(18)
+    fine.update(s, y, None)
+    coarse.update(s, y, None)
+    fine.coarsen()
+    assert fine.bits == 18 and fine.counts.dtype == torch.int64
+    assert torch.equal(fine.counts, coarse.counts.long())
+    occupied = (coarse.counts[: coarse.nbins] + coarse.counts[coarse.nbins : -1]) > 0
+    assert torch.equal(fine.lo[occupied], coarse.lo[occupied])
+    assert torch.equal(fine.hi[occupied], coarse.hi[occupied])
+
+
+def test_int32_counts_widen_before_overflow_and_merge_across_resolutions():
+    s, y = make_pixels(30_000, "float32", seed=14)
+    big = PooledOOD(max_distinct=10)
+    big.update(s[:10_000], y[:10_000])
+    assert big.hist.bits == 22 and big.hist.counts.dtype == torch.int32
+    big.hist.total = 2**31 - 5_000  # pretend 2.1 billion pixels were counted
+    big.update(s[10_000:], y[10_000:])
+    assert big.hist.bits == 21 and big.hist.counts.dtype == torch.int64
+    assert big.nbytes <= 64 * 2**20
+    ref = PooledOOD(bits=21, max_distinct=10)
+    ref.update(s, y)
+    assert torch.equal(big.hist.counts, ref.hist.counts.long())
+    merged = PooledOOD(max_distinct=10)
+    merged.update(s[:5], y[:5])
+    merged.merge(ref)  # a 22-bit int32 accumulator absorbs a 21-bit one
+    assert merged.hist.bits == 21
+    assert merged.compute()["num_neg"] == ref.compute()["num_neg"] + int((~y[:5]).sum())
+
+
+def test_state_stays_bounded_in_both_stages():
+    s, y = make_pixels(600_000, "float32", seed=15)
+    acc = PooledOOD()
+    acc.update(s[:250_000], y[:250_000])  # below 2**18 distinct scores: exact stage
+    assert acc.mode == "exact" and acc.nbytes <= 16 * 2**20
+    acc.update(s[250_000:], y[250_000:])  # beyond: histogram stage
+    assert acc.mode == "histogram" and acc.nbytes <= 64 * 2**20

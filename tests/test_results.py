@@ -15,13 +15,25 @@ from hazardseg.results import SCHEMA_VERSION, load_results, save_results, to_jso
 def _method() -> dict:
     return {
         "options": {},
-        "pooled": {"auroc": 0.9, "aupr": 0.2, "fpr95": 0.3, "best_f1": 0.25,
-                   "best_f1_threshold": -3.5, "num_pos": 10, "num_neg": 90},
-        "per_image": {"auroc": 0.8, "aupr": 0.1, "fpr95": 0.4, "num_images": 2,
-                      "num_skipped": 1},
-        "components": {"mean_f1": 0.1, "f1_per_tau": {"0.25": 0.2}, "mean_siou": 0.3,
-                       "mean_ppv": 0.4, "num_gt_components": 2, "num_pred_components": 3,
-                       "threshold": -3.5},
+        "pooled": {
+            "auroc": 0.9,
+            "aupr": 0.2,
+            "fpr95": 0.3,
+            "best_f1": 0.25,
+            "best_f1_threshold": -3.5,
+            "num_pos": 10,
+            "num_neg": 90,
+        },
+        "per_image": {"auroc": 0.8, "aupr": 0.1, "fpr95": 0.4, "num_images": 2, "num_skipped": 1},
+        "components": {
+            "mean_f1": 0.1,
+            "f1_per_tau": {"0.25": 0.2},
+            "mean_siou": 0.3,
+            "mean_ppv": 0.4,
+            "num_gt_components": 2,
+            "num_pred_components": 3,
+            "threshold": -3.5,
+        },
         "calibrated": None,
         "oracle": {"threshold": -3.5, "f1": 0.25, "precision": 0.2, "recall": 0.3},
         "curves": {"roc": {"fpr": [0, 1], "tpr": [0, 1], "thresholds": [1, 0]}},
@@ -31,14 +43,20 @@ def _method() -> dict:
 
 def _results() -> dict:
     return {
-        "schema_version": SCHEMA_VERSION, "kind": "evaluation", "created": "2026-01-01T00:00:00",
+        "schema_version": SCHEMA_VERSION,
+        "kind": "evaluation",
+        "created": "2026-01-01T00:00:00",
         "hazardseg_version": "0.1.0",
         "model": {"name": "m", "checkpoint": None, "checkpoint_sha256": None},
         "data": {"root": "/d", "split": "test", "num_images": 3},
         "config": {},
         "protocol": {"exclude_unlabeled": False},
-        "segmentation": {"miou": 0.5, "miou_no_unlabeled": None, "pixel_accuracy": 0.9,
-                         "iou": {"road": 0.7, "car": None}},
+        "segmentation": {
+            "miou": 0.5,
+            "miou_no_unlabeled": None,
+            "pixel_accuracy": 0.9,
+            "iou": {"road": 0.7, "car": None},
+        },
         "methods": {"msp": _method()},
         "timing": {"total_s": 1.0},
     }

@@ -79,15 +79,25 @@ def calibrate(
     joined = dist.init_from_env(dev)
     try:
         dataset = StreetHazards(
-            data_root, split, build_eval_transform(resize, at_label_resolution),
+            data_root,
+            split,
+            build_eval_transform(resize, at_label_resolution),
             max_images=max_images,
         )
         model, info = load_model(checkpoint, model_name=model_name, device=dev)
         sha = info["sha256"]
         spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
         state, _, _ = prepare_methods(
-            selected, model, sha, spath, data_root=data_root, fit_split=fit_split,
-            fit_images=fit_images, resize=resize, device=dev, batch_size=batch_size,
+            selected,
+            model,
+            sha,
+            spath,
+            data_root=data_root,
+            fit_split=fit_split,
+            fit_images=fit_images,
+            resize=resize,
+            device=dev,
+            batch_size=batch_size,
             workers=workers,
         )
         need_features = any(m.needs_features for m in selected.values())

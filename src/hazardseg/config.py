@@ -112,6 +112,11 @@ class TrainConfig:
     """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
     sync_bn: bool = False
     """Convert BatchNorm layers to SyncBatchNorm in multi-GPU (CUDA) runs."""
+    num_threads: int | None = None
+    """CPU threads torch may use per process (None = torch's default)."""
+    bn_momentum: float | None = None
+    """Override the momentum of every BatchNorm layer (None = the model's own; torchvision's
+    MobileNetV3 uses 0.01, slow for short runs from scratch)."""
 
 
 @dataclass

@@ -92,8 +92,11 @@ def validate_results(data: Any, source: str = "results") -> None:
     version = top.get("schema_version")
     if version != SCHEMA_VERSION:
         if isinstance(version, int) and version > SCHEMA_VERSION:
-            _fail(source, f"schema_version {version} is newer than this hazardseg supports "
-                  f"({SCHEMA_VERSION}); upgrade hazardseg")
+            _fail(
+                source,
+                f"schema_version {version} is newer than this hazardseg supports "
+                f"({SCHEMA_VERSION}); upgrade hazardseg",
+            )
         _fail(source, f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
     _check_dict(top, source, _TOP_KEYS)
     if top["kind"] != KIND:

@@ -9,9 +9,11 @@ Fitting (two passes over the fitting images, model predictions only, ground trut
 2. mean and std of each component over all fitting pixels, used to z-score it.
 
 Score per pixel: ``w_energy * z(E) + w_mahalanobis * z(M) + w_kl * r * z(K)`` with E the
-energy, M the distance to the nearest class mean (bilinearly upsampled to the logits'
-resolution), K = KL(p || mean of p over the k x k neighbourhood) and r the pixel's max softmax
-(its reliability; ``reliability="none"`` sets r = 1). Every operation is per image, so scores
+energy, M the distance to the nearest class mean, K = KL(p || mean of p over the k x k
+neighbourhood) with p the softmax of the logits average-pooled to the feature grid (M and K
+are computed on the feature grid, where neighbours are distinct network outputs, and
+bilinearly upsampled to the logits' resolution) and r the pixel's max softmax (its
+reliability; ``reliability="none"`` sets r = 1). Every operation is per image, so scores
 do not depend on batch size or order.
 """
 
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.filters import box_mean_replicate
 from hazardseg.anomaly.scores import energy as energy_score
 from hazardseg.errors import HazardsegError
 
@@ -35,8 +38,7 @@ def spatial_kl(logits: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     """KL(p || p_bar) per pixel, p the softmax and p_bar its k x k mean (replicate padding)."""
     logp = torch.log_softmax(logits.float(), dim=1)
     p = logp.exp()
-    r = kernel // 2
-    p_bar = F.avg_pool2d(F.pad(p, (r, r, r, r), mode="replicate"), kernel, stride=1)
+    p_bar = box_mean_replicate(p, kernel)
     return (p * (logp - p_bar.clamp_min(1e-12).log())).sum(dim=1).clamp_min(0.0)
 
 
@@ -161,25 +163,34 @@ class HEAT(AnomalyMethod):
     def components(
         self, logits: torch.Tensor, features: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw (energy, mahalanobis, kl, reliability) maps (N, H, W) at the logits' resolution."""
+        """Raw (energy, mahalanobis, kl, reliability) maps (N, H, W) at the logits' resolution.
+
+        Energy and reliability are per pixel; the Mahalanobis distance and the spatial KL are
+        computed on the feature grid (logits average-pooled to it) and bilinearly upsampled.
+        """
         self.check_fitted()
         z = logits.float()
-        e = energy_score(z, self.temperature)
-        m = self.mahalanobis(features)
-        if m.shape[-2:] != z.shape[-2:]:
-            m = F.interpolate(
-                m.unsqueeze(1), size=z.shape[-2:], mode="bilinear", align_corners=False
-            )[:, 0]
-        k = spatial_kl(z, self.kl_kernel)
+        logp = torch.log_softmax(z, dim=1)
+        if self.temperature == 1.0:
+            e = (logp[:, :1] - z[:, :1])[:, 0]  # -logsumexp(z), from the log-softmax
+        else:
+            e = energy_score(z, self.temperature)
         if self.reliability == "msp":
-            r = torch.softmax(z, dim=1).amax(dim=1)
+            r = logp.amax(dim=1).exp()
         else:
             r = torch.ones_like(e)
-        return e, m, k, r
+        grid = features.shape[-2:]
+        small = z if z.shape[-2:] == grid else F.adaptive_avg_pool2d(z, grid)
+        mk = torch.stack([self.mahalanobis(features), spatial_kl(small, self.kl_kernel)], dim=1)
+        if mk.shape[-2:] != z.shape[-2:]:
+            mk = F.interpolate(mk, size=z.shape[-2:], mode="bilinear", align_corners=False)
+        return e, mk[:, 0], mk[:, 1], r
 
     def score(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         if features is None:
-            raise HazardsegError("HEAT needs the model's features: call model(x, return_features=True)")
+            raise HazardsegError(
+                "HEAT needs the model's features: call model(x, return_features=True)"
+            )
         e, m, k, r = self.components(logits, features)
         assert self.norm is not None
         mu, sd = self.norm[:, 0].tolist(), self.norm[:, 1].tolist()
@@ -218,7 +229,10 @@ def predicted_at(logits: torch.Tensor, size: tuple[int, int] | torch.Size) -> to
     if tuple(logits.shape[-2:]) != tuple(size):
         antialias = logits.shape[-2] > size[0] or logits.shape[-1] > size[1]
         logits = F.interpolate(
-            logits.float(), size=tuple(size), mode="bilinear", align_corners=False,
+            logits.float(),
+            size=tuple(size),
+            mode="bilinear",
+            align_corners=False,
             antialias=antialias,
         )
     return logits.argmax(dim=1)
@@ -254,9 +268,7 @@ class _GaussianAccumulator:
         self.sums.index_add_(0, c, xc.double())
         self.scatter += (xc.T @ xc).double()
 
-    def finalize(
-        self, k: int, shrinkage: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def finalize(self, k: int, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (whitening projection D x k, projected class means C x k, class seen)."""
         assert self.count is not None and self.sums is not None and self.scatter is not None
         assert self.ref is not None

@@ -14,7 +14,8 @@ from hazardseg.errors import HazardsegError
 def _as_float32(logits: torch.Tensor) -> torch.Tensor:
     if logits.dim() < 2:
         raise HazardsegError(
-            f"anomaly score: expected logits of shape (N, C) or (N, C, H, W), got {tuple(logits.shape)}"
+            "anomaly score: expected logits of shape (N, C) or (N, C, H, W), "
+            f"got {tuple(logits.shape)}"
         )
     return logits.float()
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.filters import box_sum3, dilate3, label_boundary
 from hazardseg.errors import HazardsegError
 
 
@@ -68,13 +69,10 @@ def boundary_mask(pred: torch.Tensor, width: int) -> torch.Tensor:
     ``pred`` (N, H, W) int; a pixel is on the boundary at width 0 when the 3x3 dilation and
     erosion of the label map differ there.
     """
-    p = pred.unsqueeze(1).float()
-    dil = F.max_pool2d(F.pad(p, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    ero = -F.max_pool2d(F.pad(-p, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    b = (dil != ero).float()
-    if width > 0:
-        b = F.max_pool2d(b, 2 * width + 1, stride=1, padding=width)
-    return b[:, 0] > 0
+    b = label_boundary(pred)
+    for _ in range(width):
+        b = dilate3(b)
+    return b
 
 
 def suppress_boundaries(
@@ -90,19 +88,22 @@ def suppress_boundaries(
         return score
     if width % iterations != 0:
         raise HazardsegError(
-            f"SML: boundary_width ({width}) must be a multiple of boundary_iterations ({iterations})"
+            f"SML: boundary_width ({width}) must be a multiple of "
+            f"boundary_iterations ({iterations})"
         )
     step = width // iterations
-    x = score.unsqueeze(1)
-    ones = torch.ones(1, 1, 3, 3, dtype=x.dtype, device=x.device)
-    for i in range(iterations):
-        b = boundary_mask(pred, width - (i + 1) * step).unsqueeze(1)
+    widths = [width - (i + 1) * step for i in range(iterations)]
+    masks = {0: label_boundary(pred)}
+    for w in range(1, max(widths) + 1):
+        masks[w] = dilate3(masks[w - 1])
+    x = score
+    for w in widths:
+        b = masks[w]
         keep = (~b).to(x.dtype)
-        total = F.conv2d(x * keep, ones, padding=1)
-        count = F.conv2d(keep, ones, padding=1)
-        avg = total / count.clamp_min(1.0)
-        x = torch.where(b & (count > 0), avg, x)
-    return x[:, 0]
+        total = box_sum3(x * keep)
+        count = box_sum3(keep)
+        x = torch.where(b & (count > 0), total / count.clamp_min(1.0), x)
+    return x
 
 
 def gaussian_kernel(size: int = 7, sigma: float = 1.0) -> torch.Tensor:
@@ -149,7 +150,9 @@ class SML(AnomalyMethod):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise HazardsegError(f"SML: kernel_size must be odd and >= 1, got {kernel_size}")
         if sigma <= 0 or dilation < 1:
-            raise HazardsegError(f"SML: sigma must be > 0 and dilation >= 1, got {sigma}, {dilation}")
+            raise HazardsegError(
+                f"SML: sigma must be > 0 and dilation >= 1, got {sigma}, {dilation}"
+            )
         self.boundary_suppression = bool(boundary_suppression)
         self.boundary_width = int(boundary_width)
         self.boundary_iterations = int(boundary_iterations)
@@ -225,6 +228,8 @@ class SML(AnomalyMethod):
         except (KeyError, TypeError) as exc:
             raise HazardsegError(f"SML state: expected 'mean' and 'std' tensors ({exc})") from None
         if mean.shape != std.shape or mean.dim() != 1 or not math.isfinite(float(std.sum())):
-            raise HazardsegError("SML state: 'mean' and 'std' must be finite 1-D tensors of equal size")
+            raise HazardsegError(
+                "SML state: 'mean' and 'std' must be finite 1-D tensors of equal size"
+            )
         self.mean, self.std = mean, std
         self.fitted = True

@@ -38,14 +38,17 @@ OPTION_HELP = "Method option METHOD.KEY=VALUE (repeatable), e.g. energy.temperat
 
 
 def evaluate_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="hazardseg checkpoint or state dict."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="hazardseg checkpoint or state dict."
+    ),
     data: Path = typer.Option(..., "--data", help="StreetHazards root folder."),
     split: str = typer.Option("test", "--split", help="train, validation or test."),
     methods: str = typer.Option("all", "--methods", help="'all' or names, e.g. msp,max_logit."),
     out: Path = typer.Option(..., "--out", help="Output folder for results.json (and maps/)."),
     resize: str = typer.Option("native", "--resize", help="native, WxH or short:N."),
     at_input_resolution: bool = typer.Option(
-        False, "--at-input-resolution",
+        False,
+        "--at-input-resolution",
         help="Evaluate at the resized input resolution (labels resized with nearest).",
     ),
     exclude_unlabeled: bool = typer.Option(
@@ -78,12 +81,27 @@ def evaluate_cmd(
 
     _setup_logging()
     results = evaluate(
-        checkpoint, data, split, methods, out, resize=resize,
-        at_label_resolution=not at_input_resolution, exclude_unlabeled=exclude_unlabeled,
-        fit_split=fit_split, fit_images=fit_images, save_maps=save_maps, max_images=max_images,
-        model_name=model, batch_size=batch_size, workers=workers, device=device,
-        method_options=parse_method_options(option), nonfinite=nonfinite,
-        components=not no_components, state_path=state, progress=not quiet,
+        checkpoint,
+        data,
+        split,
+        methods,
+        out,
+        resize=resize,
+        at_label_resolution=not at_input_resolution,
+        exclude_unlabeled=exclude_unlabeled,
+        fit_split=fit_split,
+        fit_images=fit_images,
+        save_maps=save_maps,
+        max_images=max_images,
+        model_name=model,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        method_options=parse_method_options(option),
+        nonfinite=nonfinite,
+        components=not no_components,
+        state_path=state,
+        progress=not quiet,
     )
     from hazardseg.evaluation import dist
 
@@ -108,8 +126,15 @@ def eval_maps_cmd(
     from hazardseg.evaluation import evaluate_maps, summary_table
 
     results = evaluate_maps(
-        maps, data, split, out, name=name, exclude_unlabeled=exclude_unlabeled,
-        nonfinite=nonfinite, components=not no_components, max_images=max_images,
+        maps,
+        data,
+        split,
+        out,
+        name=name,
+        exclude_unlabeled=exclude_unlabeled,
+        nonfinite=nonfinite,
+        components=not no_components,
+        max_images=max_images,
         progress=not quiet,
     )
     typer.echo(summary_table(results))
@@ -117,11 +142,15 @@ def eval_maps_cmd(
 
 
 def calibrate_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="hazardseg checkpoint or state dict."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="hazardseg checkpoint or state dict."
+    ),
     data: Path = typer.Option(..., "--data", help="StreetHazards root folder."),
     split: str = typer.Option("validation", "--split", help="Anomaly-free split to use."),
     methods: str = typer.Option("all", "--methods", help="'all' or names, e.g. msp,sml."),
-    target_fpr: float = typer.Option(0.05, "--target-fpr", help="Fraction of known pixels flagged."),
+    target_fpr: float = typer.Option(
+        0.05, "--target-fpr", help="Fraction of known pixels flagged."
+    ),
     resize: str = typer.Option("native", "--resize", help="native, WxH or short:N."),
     at_input_resolution: bool = typer.Option(False, "--at-input-resolution"),
     exclude_unlabeled: bool = typer.Option(False, "--exclude-unlabeled"),
@@ -141,11 +170,24 @@ def calibrate_cmd(
 
     _setup_logging()
     entries = calibrate(
-        checkpoint, data, split, methods, target_fpr, resize=resize,
-        at_label_resolution=not at_input_resolution, exclude_unlabeled=exclude_unlabeled,
-        fit_split=fit_split, fit_images=fit_images, max_images=max_images, model_name=model,
-        batch_size=batch_size, workers=workers, device=device,
-        method_options=parse_method_options(option), state_path=state, progress=not quiet,
+        checkpoint,
+        data,
+        split,
+        methods,
+        target_fpr,
+        resize=resize,
+        at_label_resolution=not at_input_resolution,
+        exclude_unlabeled=exclude_unlabeled,
+        fit_split=fit_split,
+        fit_images=fit_images,
+        max_images=max_images,
+        model_name=model,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        method_options=parse_method_options(option),
+        state_path=state,
+        progress=not quiet,
     )
     from hazardseg.anomaly.state import default_state_path
     from hazardseg.evaluation import dist

@@ -272,7 +272,9 @@ def build_train_transform(
     """Return the training transform ``(image, mask) -> (image, mask)`` for ``cfg``.
 
     Randomness comes from ``generator`` if given, else from torch's global RNG (which the
-    DataLoader seeds per worker), so a seeded run is reproducible.
+    DataLoader seeds per worker), so a seeded run is reproducible. Leave ``generator`` unset
+    with DataLoader workers: each worker would get a copy of the same generator state and
+    repeat the other workers' augmentations.
     """
     return TrainTransform(cfg or AugmentConfig(), generator)
 

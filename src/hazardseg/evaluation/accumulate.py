@@ -96,9 +96,8 @@ class ScoreStore:
         arr = scores.detach().to("cpu", torch.float32).numpy()
         path = self.map_path(method, rel)
         if self._keep:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, arr)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, arr)

@@ -10,17 +10,18 @@ import numpy as np
 import torch
 
 from hazardseg.evaluation import dist
-from hazardseg.evaluation.accumulate import MethodAccumulator
 
 if TYPE_CHECKING:
     from hazardseg.metrics.components import ComponentMetrics
 
 
-def pooled_thresholds(accs: dict[str, MethodAccumulator]) -> dict[str, float | None]:
-    """Each method's pooled best-F1 threshold (None when pooled metrics are undefined)."""
+def pooled_thresholds(pooled: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each method's pooled best-F1 threshold (None when pooled metrics are undefined).
+
+    ``pooled`` maps a method name to its ``PooledOOD.compute()`` result.
+    """
     out: dict[str, float | None] = {}
-    for name, acc in accs.items():
-        res = acc.pooled.compute(max_curve_points=2)
+    for name, res in pooled.items():
         t = res["best_f1_threshold"]
         out[name] = float(t) if res["undefined_reason"] is None and math.isfinite(t) else None
     return out
@@ -46,13 +47,6 @@ def component_pass(
     return metrics
 
 
-def component_sections(
-    accs: dict[str, MethodAccumulator], ids: list[str], store: Any
-) -> dict[str, ComponentMetrics | None]:
-    """Run the component pass over this rank's images using the score store."""
-    return component_pass(pooled_thresholds(accs), ids, store.get, store.get_mask)
-
-
 def merge_component_accumulators(
     parts: dict[str, ComponentMetrics | None],
 ) -> dict[str, dict[str, Any] | None]:
@@ -74,8 +68,13 @@ def component_section(cm: ComponentMetrics) -> dict[str, Any]:
     """The ``components`` block of one method."""
     res = cm.compute()
     keys = (
-        "mean_f1", "f1_per_tau", "mean_siou", "mean_ppv", "num_gt_components",
-        "num_pred_components", "threshold",
+        "mean_f1",
+        "f1_per_tau",
+        "mean_siou",
+        "mean_ppv",
+        "num_gt_components",
+        "num_pred_components",
+        "threshold",
     )
     out = {k: res.get(k) for k in keys}
     for k in ("mean_f1", "mean_siou", "mean_ppv"):

@@ -97,7 +97,7 @@ def evaluate_maps(
             store.put_mask(rel, is_anom, valid)
             t_metrics += time.perf_counter() - t0
         acc.check_nonfinite(str(mdir))
-        pooled = acc.pooled.compute(max_curve_points=2)
+        pooled = acc.pooled.compute(max_curve_points)
         if pooled["undefined_reason"] is not None:
             raise DataError(
                 f"split '{split}' of {data_root}: {pooled['undefined_reason']} in "
@@ -107,33 +107,50 @@ def evaluate_maps(
         if components:
             t0 = time.perf_counter()
             parts = component_pass(
-                pooled_thresholds({name: acc}),
+                pooled_thresholds({name: pooled}),
                 rels,
                 lambda _m, r: np.load(mdir / map_relpath(r), allow_pickle=False),
                 store.get_mask,
             )
             comp = merge_component_accumulators(parts)
             t_metrics += time.perf_counter() - t0
-    section = method_section(acc, {"maps": str(mdir.resolve())}, comp[name], None,
-                             max_curve_points)
+    section = method_section(acc, {"maps": str(mdir.resolve())}, comp[name], None, pooled)
     notes = [f"{name}: {acc.nonfinite} non-finite scores excluded"] if acc.nonfinite else []
     total = time.perf_counter() - t_start
     results = results_document(
-        model={"name": name, "checkpoint": None, "checkpoint_sha256": None,
-               "num_classes": None, "class_names": None},
-        data={"root": str(Path(data_root).resolve()), "split": split, "num_images": len(rels),
-              "resize": "native", "at_label_resolution": True},
+        model={
+            "name": name,
+            "checkpoint": None,
+            "checkpoint_sha256": None,
+            "num_classes": None,
+            "class_names": None,
+        },
+        data={
+            "root": str(Path(data_root).resolve()),
+            "split": split,
+            "num_images": len(rels),
+            "resize": "native",
+            "at_label_resolution": True,
+        },
         config={},
-        evaluation={"methods": [name], "maps": str(mdir.resolve()), "nonfinite": nonfinite,
-                    "components": components},
+        evaluation={
+            "methods": [name],
+            "maps": str(mdir.resolve()),
+            "nonfinite": nonfinite,
+            "components": components,
+        },
         exclude_unlabeled=exclude_unlabeled,
         segmentation=None,
         methods={name: section},
-        timing={"forward_s": 0.0, "methods_s": 0.0, "metrics_s": t_metrics, "total_s": total,
-                "images_per_s": len(rels) / total if total > 0 else None},
+        timing={
+            "forward_s": 0.0,
+            "methods_s": 0.0,
+            "metrics_s": t_metrics,
+            "total_s": total,
+            "images_per_s": len(rels) / total if total > 0 else None,
+        },
         notes=notes,
     )
     if out_dir is not None:
         results = save_results(Path(out_dir) / "results.json", results)
     return results
-

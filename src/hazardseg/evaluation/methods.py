@@ -35,9 +35,7 @@ def build_methods(
     selected = parse_methods(names)
     unknown = sorted(set(options) - set(selected))
     if unknown:
-        raise HazardsegError(
-            f"options given for method(s) not selected: {', '.join(unknown)}"
-        )
+        raise HazardsegError(f"options given for method(s) not selected: {', '.join(unknown)}")
     return {n: create_method(n, **options.get(n, {})) for n in selected}
 
 

@@ -37,10 +37,9 @@ def method_section(
     options: dict[str, Any],
     components: dict[str, Any] | None,
     calibrated: dict[str, Any] | None,
-    max_curve_points: int = 1000,
+    pooled: dict[str, Any],
 ) -> dict[str, Any]:
-    """One entry of ``results["methods"]``."""
-    pooled = acc.pooled.compute(max_curve_points)
+    """One entry of ``results["methods"]``; ``pooled`` is ``acc.pooled.compute()``."""
     per = acc.per_image.compute()
     defined = pooled["undefined_reason"] is None
     oracle = None

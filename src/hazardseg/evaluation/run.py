@@ -24,7 +24,11 @@ from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import dist
 from hazardseg.evaluation.accumulate import NONFINITE_POLICIES, MethodAccumulator, ScoreStore
-from hazardseg.evaluation.components import component_sections, merge_component_accumulators
+from hazardseg.evaluation.components import (
+    component_pass,
+    merge_component_accumulators,
+    pooled_thresholds,
+)
 from hazardseg.evaluation.methods import build_methods, calibrated_thresholds, prepare_methods
 from hazardseg.evaluation.report import method_section, results_document, summary_table
 from hazardseg.metrics.ood import evaluation_masks
@@ -99,13 +103,29 @@ def evaluate(
     joined = dist.init_from_env(dev)
     try:
         return _evaluate(
-            checkpoint, data_root, split, selected, out_dir, resize=resize,
-            at_label_resolution=at_label_resolution, exclude_unlabeled=exclude_unlabeled,
-            fit_split=fit_split, fit_images=fit_images, save_maps=save_maps,
-            max_images=max_images, model_name=model_name, batch_size=batch_size,
-            workers=workers, device=dev, nonfinite=nonfinite, components=components,
-            state_path=state_path, save_state=save_state, max_curve_points=max_curve_points,
-            progress=progress, t_start=t_start,
+            checkpoint,
+            data_root,
+            split,
+            selected,
+            out_dir,
+            resize=resize,
+            at_label_resolution=at_label_resolution,
+            exclude_unlabeled=exclude_unlabeled,
+            fit_split=fit_split,
+            fit_images=fit_images,
+            save_maps=save_maps,
+            max_images=max_images,
+            model_name=model_name,
+            batch_size=batch_size,
+            workers=workers,
+            device=dev,
+            nonfinite=nonfinite,
+            components=components,
+            state_path=state_path,
+            save_state=save_state,
+            max_curve_points=max_curve_points,
+            progress=progress,
+            t_start=t_start,
         )
     finally:
         if joined:
@@ -149,9 +169,18 @@ def _evaluate(
     spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
     t_fit = time.perf_counter()
     state, restored, fitted = prepare_methods(
-        methods, model, sha, spath, data_root=data_root, fit_split=fit_split,
-        fit_images=fit_images, resize=resize, device=device, batch_size=batch_size,
-        workers=workers, save=save_state,
+        methods,
+        model,
+        sha,
+        spath,
+        data_root=data_root,
+        fit_split=fit_split,
+        fit_images=fit_images,
+        resize=resize,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        save=save_state,
     )
     fit_s = time.perf_counter() - t_fit
     thresholds = calibrated_thresholds(state, methods, sha)
@@ -185,7 +214,7 @@ def _evaluate(
             t1 = time.perf_counter()
             scores = {n: m.score(logits, feats) for n, m in methods.items()}
             t2 = time.perf_counter()
-            cm.update(logits.argmax(dim=1), mask)
+            cm.update(logits.max(dim=1).indices, mask)  # faster than argmax on the CPU
             is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
             ids = list(batch["path"])
             for n, s in scores.items():
@@ -206,20 +235,22 @@ def _evaluate(
         for acc in accs.values():
             _all_reduce_accumulator(acc)
             acc.check_nonfinite(f"{split} split")
+        pooled = {n: acc.pooled.compute(max_curve_points) for n, acc in accs.items()}
+        t5 = time.perf_counter()
         my_ids = [dataset.samples[i].rel for i in shard.indices]
-        comp = {n: None for n in methods}
-        notes: list[str] = []
+        comp: dict[str, Any] = dict.fromkeys(methods)
         if components:
-            comp_accs = component_sections(accs, my_ids, store)
-            comp = merge_component_accumulators(comp_accs)
-        times["metrics_s"] += time.perf_counter() - t4
+            parts = component_pass(pooled_thresholds(pooled), my_ids, store.get, store.get_mask)
+            comp = merge_component_accumulators(parts)
+        t6 = time.perf_counter()
+        times["metrics_s"] += t6 - t5
+        times["finalize_s"] = t5 - t4
 
     method_results = {
-        n: method_section(
-            accs[n], methods[n].options, comp[n], thresholds.get(n), max_curve_points
-        )
+        n: method_section(accs[n], methods[n].options, comp[n], thresholds.get(n), pooled[n])
         for n in methods
     }
+    notes: list[str] = []
     for n, r in method_results.items():
         reason = r["pooled"]["undefined_reason"]
         if reason and f"pooled metrics undefined: {reason}" not in notes:

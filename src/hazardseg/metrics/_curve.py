@@ -83,33 +83,57 @@ def curve_metrics(
 def _mean_precision(
     tps: np.ndarray, fps: np.ndarray, pos: np.ndarray, fp0: np.ndarray
 ) -> np.ndarray:
-    """Mean precision over a step whose positives and negatives are evenly interleaved.
+    """Expected mean precision of the positives of a step holding several distinct scores.
 
-    With ``a = TP0``, ``b = pos``, ``c = TP0 + FP0``, ``d = pos + neg`` the precision at
-    fraction ``u`` of the step is ``(a + b u) / (c + d u)``; its mean over ``u`` in [0, 1] is
-    ``b / d + (a - b c / d) * log1p(d / c) / d`` (``b / d`` when ``c = 0``).
+    The step's ``b`` positives and ``m`` negatives are taken as evenly interleaved: the
+    ``i``-th positive follows ``m i / (b + 1)`` of the negatives, so its precision is
+    ``(a + i) / (c + i + m i / (b + 1))`` with ``a = TP0`` and ``c = TP0 + FP0`` before the
+    step. Steps with at most :data:`_DISCRETE_MAX` positives sum this exactly; larger ones use
+    the midpoint-rule integral over ``i`` in ``[1/2, b + 1/2]``.
     """
     a = (tps - pos).astype(np.float64)
     b = pos.astype(np.float64)
     c = a + fp0
-    d = b + (fps - fp0)
+    r = 1.0 + (fps - fp0) / (b + 1.0)  # growth of the denominator per positive
+    total = np.zeros_like(b)
+    for i in range(1, _DISCRETE_MAX + 1):
+        use = (b >= i) & (b <= _DISCRETE_MAX)
+        total[use] += (a[use] + i) / (c[use] + i * r[use])
+    big = b > _DISCRETE_MAX
+    if big.any():
+        ab, bb, cb, rb = a[big], b[big], c[big], r[big]
+
+        def antiderivative(x: np.ndarray) -> np.ndarray:
+            # integral of (a + x) / (c + r x) dx
+            return x / rb + (ab - cb / rb) * np.log(cb + rb * x) / rb
+
+        total[big] = antiderivative(bb + 0.5) - antiderivative(np.full_like(bb, 0.5))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = b / d
-        mean = ratio + (a - ratio * c) * np.log1p(d / c) / d
-    return np.where(c > 0, mean, ratio)
+        return np.where(b > 0, total / b, 0.0)
 
 
-def _interpolated_fpr95(tps: np.ndarray, fps: np.ndarray, i: int, p: int, n: int) -> float:
-    """FPR where the TPR reaches 95% inside step ``i``, interpolating linearly in the step."""
+_DISCRETE_MAX = 8
+
+
+def _fpr95_fraction(tps: np.ndarray, i: int, p: int) -> float:
+    """Share of step ``i``'s negatives placed before the positive that reaches 95% TPR.
+
+    The step's positives and negatives are taken as evenly interleaved: the ``j``-th of its
+    ``b`` positives follows ``j / (b + 1)`` of its negatives.
+    """
     tp0 = int(tps[i - 1]) if i > 0 else 0
-    fp0 = int(fps[i - 1]) if i > 0 else 0
-    need = int(np.ceil(FPR_AT_TPR * p))
+    need = int(np.ceil(FPR_AT_TPR * p))  # smallest TP count whose TPR (float64) is >= 0.95
     while need > 0 and (need - 1) / p >= FPR_AT_TPR:
         need -= 1
     while need / p < FPR_AT_TPR:
         need += 1
-    frac = (need - tp0) / (int(tps[i]) - tp0)
-    return float((fp0 + frac * (int(fps[i]) - fp0)) / n)
+    return (need - tp0) / (int(tps[i]) - tp0 + 1)
+
+
+def _interpolated_fpr95(tps: np.ndarray, fps: np.ndarray, i: int, p: int, n: int) -> float:
+    """FPR where the TPR reaches 95% inside step ``i`` (several distinct scores)."""
+    fp0 = int(fps[i - 1]) if i > 0 else 0
+    return float((fp0 + _fpr95_fraction(tps, i, p) * (int(fps[i]) - fp0)) / n)
 
 
 def error_bounds(
@@ -141,7 +165,10 @@ def error_bounds(
         pmin = np.where(tp0 + 1 + fps > 0, (tp0 + 1) / (tp0 + 1 + fps), 0.0)
     spread = np.clip(pmax - pmin, 0.0, 1.0)
     aupr = float(np.sum(np.where(imp & (pos > 0), pos / p * spread, 0.0)))
-    fpr95 = float(neg[fpr95_index] / n) if not pure[fpr95_index] else 0.0
+    fpr95 = 0.0
+    if not pure[fpr95_index]:
+        frac = _fpr95_fraction(tps, fpr95_index, p)
+        fpr95 = float(max(frac, 1.0 - frac) * neg[fpr95_index] / n)
     return {"auroc": auroc, "aupr": aupr, "fpr95": fpr95}
 
 

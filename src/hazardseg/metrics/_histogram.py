@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_BITS = 21
+DEFAULT_BITS = 22
 MIN_BITS = 17
-MAX_BITS = 21
-CHUNK = 1 << 20
+MAX_BITS = 22
+CHUNK = 1 << 18
 
 
 def float_keys(scores: torch.Tensor) -> torch.Tensor:
@@ -54,12 +54,20 @@ class Bins:
     nonfinite_pos: int
 
 
+INT32_MAX = 2**31 - 1
+WIDE_BITS = 21
+"""Finest resolution whose int64 counts still fit the memory cap (used after coarsening)."""
+
+
 class ScoreHistogram:
     """Dense two-class histogram over the top ``bits`` bits of the score keys.
 
-    State: ``counts`` int64 of length ``2 * 2**bits + 1`` (negatives, positives, one slot for
-    ignored pixels), ``lo``/``hi`` int16 of length ``2**bits`` (low-bit minimum / maximum per
-    bin). With the default 21 bits that is 40 MiB, independent of the number of pixels.
+    State: ``counts`` of length ``2 * 2**bits + 1`` (negatives, positives, one slot for ignored
+    pixels), ``lo``/``hi`` int16 of length ``2**bits`` (low-bit minimum / maximum per bin) and
+    6.5 MiB of work buffers: 54.5 MiB with the default 22 bits. Counts are int32; before any
+    count could pass 2**31 - 1 (more than 2.1 billion pixels), a histogram finer than 21 bits
+    is coarsened once to 21 bits with int64 counts (46.5 MiB), otherwise its counts widen to
+    int64. The state never exceeds 64 MiB, whatever the number of pixels.
     """
 
     @staticmethod
@@ -70,32 +78,71 @@ class ScoreHistogram:
 
     def __init__(self, bits: int = DEFAULT_BITS) -> None:
         self.check_bits(bits)
-        self.bits = int(bits)
-        self.nbins = 1 << self.bits
-        self.shift = 32 - self.bits
-        self.low_mask = (1 << self.shift) - 1
-        self.counts = torch.zeros(2 * self.nbins + 1, dtype=torch.int64)
+        self._set_bits(int(bits))
+        self.total = 0  # pixels counted, ignored ones included
+        self.counts = torch.zeros(2 * self.nbins + 1, dtype=torch.int32)
         self.lo = torch.full((self.nbins,), self.low_mask, dtype=torch.int16)
         self.hi = torch.zeros(self.nbins, dtype=torch.int16)
-        self._ones = torch.ones(CHUNK, dtype=torch.int64)
+        self._ones = torch.ones(CHUNK, dtype=torch.int32)
+        self._f = torch.empty(CHUNK, dtype=torch.float32)
+        self._t = torch.empty(CHUNK, dtype=torch.int32)
+        self._idx = torch.empty(CHUNK, dtype=torch.int64)
+        self._low = torch.empty(CHUNK, dtype=torch.int16)
+
+    def _set_bits(self, bits: int) -> None:
+        self.bits = bits
+        self.nbins = 1 << bits
+        self.shift = 32 - bits
+        self.low_mask = (1 << self.shift) - 1
 
     @property
     def nbytes(self) -> int:
         """Bytes of accumulator state."""
-        return sum(t.numel() * t.element_size() for t in (self.counts, self.lo, self.hi))
+        tensors = (self.counts, self.lo, self.hi, self._ones, self._f, self._t, self._idx)
+        return sum(t.numel() * t.element_size() for t in (*tensors, self._low))
 
     def reset(self) -> None:
         """Forget every count."""
         self.counts.zero_()
         self.lo.fill_(self.low_mask)
         self.hi.zero_()
+        self.total = 0
 
     def _to(self, device: torch.device) -> None:
         if self.counts.device != device:
-            self.counts = self.counts.to(device)
-            self.lo = self.lo.to(device)
-            self.hi = self.hi.to(device)
-            self._ones = self._ones.to(device)
+            for name in ("counts", "lo", "hi", "_ones", "_f", "_t", "_idx", "_low"):
+                setattr(self, name, getattr(self, name).to(device))
+
+    def coarsen(self) -> None:
+        """Merge pairs of neighbouring bins (one bit less) and widen the counts to int64."""
+        if self.bits <= MIN_BITS:
+            raise ValueError(f"cannot coarsen a {self.bits}-bit histogram")
+        old_nbins, old_shift = self.nbins, self.shift
+        counts = self.counts.to(torch.int64)
+        neg = counts[:old_nbins].view(-1, 2).sum(dim=1)
+        pos = counts[old_nbins : 2 * old_nbins].view(-1, 2).sum(dim=1)
+        occupied = (counts[:old_nbins] + counts[old_nbins : 2 * old_nbins]).view(-1, 2) > 0
+        odd = torch.tensor([0, 1 << old_shift], dtype=torch.int32, device=counts.device)
+        lo = self.lo.to(torch.int32).view(-1, 2) | odd
+        hi = self.hi.to(torch.int32).view(-1, 2) | odd
+        self._set_bits(self.bits - 1)
+        lo = torch.where(occupied, lo, self.low_mask).amin(dim=1)
+        hi = torch.where(occupied, hi, 0).amax(dim=1)
+        self.counts = torch.cat((neg, pos, counts[-1:]))
+        self.lo, self.hi = lo.to(torch.int16), hi.to(torch.int16)
+        self._ones = self._ones.to(torch.int64)
+
+    def _widen(self) -> None:
+        if self.counts.dtype == torch.int32:
+            if self.bits > WIDE_BITS:
+                self.coarsen()
+            else:
+                self.counts = self.counts.to(torch.int64)
+                self._ones = self._ones.to(torch.int64)
+
+    def _reserve(self, extra: int) -> None:
+        if self.counts.dtype == torch.int32 and self.total + extra > INT32_MAX:
+            self._widen()
 
     @torch.no_grad()
     def update(
@@ -103,38 +150,70 @@ class ScoreHistogram:
     ) -> None:
         """Count flattened ``scores`` with labels ``positive`` where ``valid`` (None = all)."""
         self._to(scores.device)
-        keys = float_keys(scores)
+        s = scores.reshape(-1)
+        self._reserve(s.numel())
+        self.total += s.numel()
         pos = positive.reshape(-1)
         val = None if valid is None else valid.reshape(-1)
         if val is not None and bool(val.all()):
             val = None
-        for start in range(0, keys.numel(), CHUNK):
-            stop = min(start + CHUNK, keys.numel())
-            self._update_chunk(
-                keys[start:stop], pos[start:stop], None if val is None else val[start:stop]
-            )
+        for start in range(0, s.numel(), CHUNK):
+            part = slice(start, min(start + CHUNK, s.numel()))
+            self._update_chunk(s[part], pos[part], None if val is None else val[part])
 
-    def _update_chunk(self, k: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor | None) -> None:
-        idx = (k >> self.shift) + (self.nbins >> 1)
-        idx = idx + (pos.to(torch.int32) << self.bits)
+    def _update_chunk(
+        self, scores: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor | None
+    ) -> None:
+        # Work buffers are reused so the hot loop allocates nothing.
+        m = scores.numel()
+        f, t, idx, low = self._f[:m], self._t[:m], self._idx[:m], self._low[:m]
+        torch.add(scores, 0.0, out=f)  # float32, and -0.0 becomes +0.0
+        k = f.view(torch.int32)
+        torch.bitwise_right_shift(k, 31, out=t)
+        t.bitwise_and_(0x7FFFFFFF)
+        k.bitwise_xor_(t)  # order-preserving key
+        torch.bitwise_right_shift(k, self.shift, out=t)
+        t.add_(self.nbins >> 1)
+        idx.copy_(t)
+        idx.add_(pos, alpha=self.nbins)
         if valid is not None:
             # Ignored pixels go to the last slot; their low bits land on bin 0, a NaN/-inf bin
             # whose purity is never used.
-            idx = torch.where(valid, idx, 2 * self.nbins)
-        idx = idx.to(torch.int64)
-        self.counts.scatter_add_(0, idx, self._ones[: idx.numel()])
-        bin_idx = idx & (self.nbins - 1)
-        low = (k & self.low_mask).to(torch.int16)
-        self.lo.scatter_reduce_(0, bin_idx, low, "amin")
-        self.hi.scatter_reduce_(0, bin_idx, low, "amax")
+            idx.masked_fill_(~valid, 2 * self.nbins)
+        self.counts.scatter_add_(0, idx, self._ones[:m])
+        idx.bitwise_and_(self.nbins - 1)
+        torch.bitwise_and(k, self.low_mask, out=t)
+        low.copy_(t)
+        self.lo.scatter_reduce_(0, idx, low, "amin")
+        self.hi.scatter_reduce_(0, idx, low, "amax")
 
     def merge(self, other: ScoreHistogram) -> None:
-        """Add ``other`` (same ``bits``) into this histogram."""
-        if other.bits != self.bits:
-            raise ValueError(f"cannot merge histograms of {other.bits} and {self.bits} bits")
-        self.counts += other.counts.to(self.counts.device)
-        torch.minimum(self.lo, other.lo.to(self.lo.device), out=self.lo)
-        torch.maximum(self.hi, other.hi.to(self.hi.device), out=self.hi)
+        """Add ``other`` into this histogram (the finer of the two is coarsened to match)."""
+        o = other
+        while True:
+            if self.bits > o.bits:
+                self.coarsen()
+            elif o.bits > self.bits:
+                o = o.copy() if o is other else o
+                o.coarsen()
+            elif self.counts.dtype == torch.int32 and (
+                o.counts.dtype == torch.int64 or self.total + o.total > INT32_MAX
+            ):
+                self._widen()
+            else:
+                break
+        self.counts += o.counts.to(self.counts.device, self.counts.dtype)
+        torch.minimum(self.lo, o.lo.to(self.lo.device), out=self.lo)
+        torch.maximum(self.hi, o.hi.to(self.hi.device), out=self.hi)
+        self.total += o.total
+
+    def copy(self) -> ScoreHistogram:
+        """An independent copy."""
+        twin = ScoreHistogram.__new__(ScoreHistogram)
+        twin.__dict__.update(self.__dict__)
+        for name in ("counts", "lo", "hi"):
+            setattr(twin, name, getattr(self, name).clone())
+        return twin
 
     def all_reduce(self) -> None:
         """Combine the histograms of all torch.distributed ranks (no-op when not initialised)."""
@@ -142,30 +221,47 @@ class ScoreHistogram:
 
         if not (dist.is_available() and dist.is_initialized()):
             return
+        info = torch.tensor([self.bits, -int(self.counts.dtype == torch.int64)])
+        dist.all_reduce(info, op=dist.ReduceOp.MIN)
+        total = torch.tensor([self.total], dtype=torch.int64)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        while self.bits > int(info[0]):
+            self.coarsen()
+        if int(info[1]) < 0 or int(total[0]) > INT32_MAX:
+            self._widen()
+            while self.bits > WIDE_BITS:
+                self.coarsen()
         dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
         lo, hi = self.lo.to(torch.int32), self.hi.to(torch.int32)
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
         self.lo.copy_(lo)
         self.hi.copy_(hi)
+        self.total = int(total[0])
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """Tensors and plain values that :meth:`load_state_dict` restores."""
         return {
             "bits": self.bits,
+            "total": self.total,
             "counts": self.counts.cpu(),
             "lo": self.lo.cpu(),
             "hi": self.hi.cpu(),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
-        """Restore a state written by :meth:`state_dict` (same ``bits``)."""
-        if int(state["bits"]) != self.bits:
-            raise ValueError(f"state has {state['bits']} bits, histogram has {self.bits}")
-        self.counts = torch.as_tensor(state["counts"]).to(torch.int64).clone()
-        self.lo = torch.as_tensor(state["lo"]).to(torch.int16).clone()
-        self.hi = torch.as_tensor(state["hi"]).to(torch.int16).clone()
-        self._ones = self._ones.cpu()
+        """Restore a state written by :meth:`state_dict`."""
+        dev = self._f.device
+        self._set_bits(int(state["bits"]))
+        self.total = int(state["total"])
+        self.counts = torch.as_tensor(state["counts"]).to(dev).clone()
+        self.lo = torch.as_tensor(state["lo"]).to(dev, torch.int16).clone()
+        self.hi = torch.as_tensor(state["hi"]).to(dev, torch.int16).clone()
+        if self.counts.dtype not in (torch.int32, torch.int64) or self.counts.numel() != (
+            2 * self.nbins + 1
+        ):
+            raise ValueError("histogram state has counts of the wrong type or length")
+        self._ones = self._ones.to(self.counts.dtype)
 
     def finite_bins(self) -> Bins:
         """Occupied bins of finite scores, highest score first, and the non-finite counts."""
@@ -195,12 +291,16 @@ class ScoreHistogram:
         """Add exact counts of int32 ``keys`` (from :func:`float_keys`)."""
         if keys.size == 0:
             return
+        extra = int(np.sum(neg)) + int(np.sum(pos))
+        self._reserve(extra)
+        self.total += extra
         k = torch.from_numpy(np.ascontiguousarray(keys, dtype=np.int32)).to(self.counts.device)
         b = ((k >> self.shift) + (self.nbins >> 1)).to(torch.int64)
         dev = self.counts.device
-        self.counts.scatter_add_(0, b, torch.from_numpy(np.asarray(neg, np.int64)).to(dev))
+        dtype = self.counts.dtype
+        self.counts.scatter_add_(0, b, torch.from_numpy(np.asarray(neg, np.int64)).to(dev, dtype))
         self.counts.scatter_add_(
-            0, b + self.nbins, torch.from_numpy(np.asarray(pos, np.int64)).to(dev)
+            0, b + self.nbins, torch.from_numpy(np.asarray(pos, np.int64)).to(dev, dtype)
         )
         low = (k & self.low_mask).to(torch.int16)
         self.lo.scatter_reduce_(0, b, low, "amin")

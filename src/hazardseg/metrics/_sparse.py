@@ -7,8 +7,8 @@ import torch
 
 from hazardseg.metrics._histogram import Bins, float_keys, keys_to_float
 
-DEFAULT_MAX_DISTINCT = 1 << 21
-"""Distinct scores kept exactly (20 bytes each: 40 MiB, plus at most 2**20 pending: 20 MiB)."""
+DEFAULT_MAX_DISTINCT = 1 << 18
+"""Distinct scores kept exactly (20 bytes each: 5 MiB, plus as much pending at most)."""
 
 
 def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +83,7 @@ class SparseCounts:
             return
         self._parts.append((keys.astype(np.int32), neg.astype(np.int64), pos.astype(np.int64)))
         self._pending += keys.size
-        if self._pending >= min(max(self.keys.size, 1 << 18), 1 << 20):
+        if self._pending >= max(self.keys.size, 1 << 16) or keys.size > self.max_distinct:
             self.flush()
 
     def flush(self) -> None:

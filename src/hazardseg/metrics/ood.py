@@ -56,9 +56,9 @@ class PooledOOD:
     Two stages, switched automatically:
 
     * exact: while the split holds at most ``max_distinct`` distinct float32 scores (default
-      2**21), every distinct score is counted separately; results equal scikit-learn's on the
+      2**18), every distinct score is counted separately; results equal scikit-learn's on the
       same pixels (ties form one step).
-    * histogram: beyond that, counts move to a fixed 40 MiB histogram over the top ``bits`` bits
+    * histogram: beyond that, counts move to a fixed 46.5 MiB histogram over the top ``bits`` bits
       of each score. A bin that still holds one distinct value stays exact; ``exact`` is then
       False only if some bin merged several values, and ``error_bound`` bounds the difference
       to the exact metrics (AP and FPR95 interpolate linearly inside merged bins). float16 and
@@ -131,8 +131,6 @@ class PooledOOD:
 
     def merge(self, other: PooledOOD) -> PooledOOD:
         """Add the pixels of ``other`` into this accumulator (exact; any order); return self."""
-        if other.bits != self.bits:
-            raise ValueError(f"cannot merge accumulators of {other.bits} and {self.bits} bits")
         if self.sparse is not None and other.sparse is not None:
             other.sparse.flush()
             self.sparse.add(other.sparse.keys, other.sparse.neg, other.sparse.pos)

@@ -1,6 +1,13 @@
 """Segmentation networks: registry, checkpoints and inference helpers."""
 
 from hazardseg.models.base import SegmentationModel
+from hazardseg.models.checkpoint import (
+    load_checkpoint,
+    load_model,
+    restore_rng_state,
+    save_checkpoint,
+)
+from hazardseg.models.inference import autocast_context, prepare_for_inference
 from hazardseg.models.registry import (
     create_model,
     describe_model,
@@ -12,10 +19,16 @@ from hazardseg.models.registry import (
 
 __all__ = [
     "SegmentationModel",
+    "autocast_context",
     "create_model",
     "describe_model",
     "get_model_spec",
     "list_models",
+    "load_checkpoint",
+    "load_model",
+    "prepare_for_inference",
     "pretrained_available",
     "register_model",
+    "restore_rng_state",
+    "save_checkpoint",
 ]

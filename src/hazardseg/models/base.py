@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -22,6 +24,12 @@ class SegmentationModel(nn.Module):
     feature_dim: int = 0
     feature_stride: int = 0
     """Input pixels per feature-map pixel (nominal, for documentation and listing)."""
+
+    @property
+    def build_options(self) -> dict[str, Any]:
+        """Builder options (beyond num_classes) needed to rebuild this model; saved in
+        checkpoints."""
+        return {}
 
     def extra_repr(self) -> str:
         return (

@@ -4,7 +4,7 @@ torchvision-style state dicts.
 A checkpoint is one ``torch.save`` file holding a plain dict::
 
     {"format": "hazardseg-checkpoint", "format_version": 1, "hazardseg_version", "created",
-     "model_name", "num_classes", "class_names", "config", "epoch", "best_metric",
+     "model_name", "model_options", "num_classes", "class_names", "config", "epoch", "best_metric",
      "model": state_dict, "optimizer", "scheduler", "scaler", "rng", "extra"}
 
 Everything in it is a tensor or a plain Python value, so it loads with ``weights_only=True``.
@@ -32,7 +32,7 @@ from hazardseg import __version__
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
 from hazardseg.errors import CheckpointError
 from hazardseg.io import atomic_path
-from hazardseg.models.registry import create_model, get_model_spec, list_models
+from hazardseg.models.registry import build_on_meta, create_model, get_model_spec, list_models
 
 FORMAT = "hazardseg-checkpoint"
 FORMAT_VERSION = 1
@@ -154,6 +154,7 @@ def save_checkpoint(
         "hazardseg_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model_name": str(model_name),
+        "model_options": dict(getattr(net, "build_options", {})),
         "num_classes": int(getattr(net, "num_classes", 0) or len(class_names)),
         "class_names": [str(c) for c in class_names],
         "config": dict(config),
@@ -181,7 +182,8 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text or "allowed global" in text:
             raise CheckpointError(
                 f"{path}: contains pickled Python objects; hazardseg loads checkpoints with "
                 "weights_only=True and only accepts tensors and plain values (re-save the "
@@ -253,10 +255,11 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _infer_num_classes(state: Mapping[str, Tensor], model_name: str) -> int | None:
+def _infer_num_classes(
+    state: Mapping[str, Tensor], model_name: str, options: Mapping[str, Any]
+) -> int | None:
     """Number of classes from the final classifier weight of a state dict, if recognisable."""
-    probe = create_model(model_name, num_classes=1)
-    own = probe.state_dict()
+    own = build_on_meta(model_name, 1, **options).state_dict()
     for key, value in own.items():
         if key.startswith(AUX_PREFIX) or not key.endswith("weight") or value.ndim == 0:
             continue
@@ -308,13 +311,15 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     num_classes: int | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model stored in ``path`` and load its weights; returns ``(model, info)``.
 
     ``path`` is a hazardseg checkpoint or a bare state dict (torchvision-style, optionally
-    ``module.``-prefixed), for which ``model_name`` is required. ``num_classes`` (optional)
-    is checked against the file. The model is returned in eval mode on ``device``. ``info``
-    holds ``model_name``, ``num_classes``, ``class_names``, ``config``, ``epoch``,
+    ``module.``-prefixed), for which ``model_name`` is required (and ``model_options``, the
+    builder options such as ``img_size``, where the default does not fit). ``num_classes``
+    (optional) is checked against the file. The model is returned in eval mode on ``device``. ``info``
+    holds ``model_name``, ``model_options``, ``num_classes``, ``class_names``, ``config``, ``epoch``,
     ``best_metric``, ``sha256``, ``path``, ``format`` and ``aux_loaded``.
     """
     p = Path(path)
@@ -323,9 +328,7 @@ def load_model(
         _validate(obj, p)
         found = str(obj["model_name"])
         if model_name is not None and model_name != found:
-            raise CheckpointError(
-                f"{p}: checkpoint holds model {found!r}, expected {model_name!r}"
-            )
+            raise CheckpointError(f"{p}: checkpoint holds model {found!r}, expected {model_name!r}")
         get_model_spec(found)
         stored_classes = int(obj["num_classes"])
         if num_classes is not None and num_classes != stored_classes:
@@ -333,6 +336,7 @@ def load_model(
                 f"{p}: checkpoint has {stored_classes} classes, expected {num_classes}"
             )
         state = _extract_state_dict(obj["model"], p)
+        options = dict(obj.get("model_options") or {})
         info: dict[str, Any] = {
             "model_name": found,
             "num_classes": stored_classes,
@@ -350,7 +354,8 @@ def load_model(
             )
         get_model_spec(model_name)
         state = _extract_state_dict(obj, p)
-        inferred = _infer_num_classes(state, model_name)
+        options = dict(model_options or {})
+        inferred = _infer_num_classes(state, model_name, options)
         expected = num_classes if num_classes is not None else NUM_CLASSES
         if inferred is not None and inferred != expected:
             raise CheckpointError(
@@ -365,7 +370,8 @@ def load_model(
             "best_metric": None,
             "format": "state_dict",
         }
-    model = create_model(info["model_name"], num_classes=info["num_classes"])
+    model = create_model(info["model_name"], num_classes=info["num_classes"], **options)
+    info["model_options"] = options
     info["aux_loaded"] = load_state_into(model, state, p)
     info["sha256"] = file_sha256(p)
     info["path"] = str(p)

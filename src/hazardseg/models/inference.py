@@ -10,8 +10,15 @@ from torch import nn
 
 from hazardseg.errors import HazardsegError
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "fp32": None, "float32": None, "none": None}
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": None,
+    "float32": None,
+    "none": None,
+}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -55,7 +62,9 @@ def autocast_context(
         yield
 
 
-def to_model_input(x: torch.Tensor, device: str | torch.device, channels_last: bool = True) -> torch.Tensor:
+def to_model_input(
+    x: torch.Tensor, device: str | torch.device, channels_last: bool = True
+) -> torch.Tensor:
     """Move a float (N,3,H,W) batch to ``device`` in the memory format the model was prepared in."""
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -48,7 +48,8 @@ def expected_location(source: WeightsSource) -> Path:
     if not source.is_hf:
         return torch_hub_checkpoints_dir() / source.filename
     repo_dir = "models--" + str(source.repo_id).replace("/", "--")
-    return hf_hub_cache_dir() / repo_dir / "snapshots" / str(source.revision) / source.filename
+    snapshot = source.revision or "main"
+    return hf_hub_cache_dir() / repo_dir / "snapshots" / snapshot / source.filename
 
 
 def find_cached(source: WeightsSource) -> Path | None:
@@ -69,10 +70,14 @@ def find_cached(source: WeightsSource) -> Path | None:
 def missing_weights_message(model_name: str, source: WeightsSource) -> str:
     """One-line explanation of which file to download and where to put it."""
     target = expected_location(source)
+    hub = ""
+    if source.is_hf:
+        rev = f" --revision {source.revision}" if source.revision else ""
+        hub = f" (or run: huggingface-cli download {source.repo_id} {source.filename}{rev})"
     return (
         f"{model_name}: pretrained='imagenet' needs {source.filename!r} in {target.parent}, "
         f"but it is not there (hazardseg never downloads); download {source.url} and save it as "
-        f"{target}, or pass the file path as pretrained=PATH, or use pretrained=None"
+        f"{target}{hub}, or pass the file path as pretrained=PATH, or use pretrained=None"
     )
 
 
@@ -146,4 +151,5 @@ def load_backbone_weights(
                 f"{path}: backbone weight {key!r} has shape {tuple(value.shape)}, "
                 f"expected {tuple(own[key].shape)}"
             )
-    module.load_state_dict(mapped, strict=True)
+    # nn.Module's own loader: some encoders override load_state_dict with another signature.
+    nn.Module.load_state_dict(module, mapped, strict=True)

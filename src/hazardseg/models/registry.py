@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from hazardseg.errors import HazardsegError
 from hazardseg.models.base import SegmentationModel
-from hazardseg.models.pretrained import WeightsSource, find_cached, resolve_weights_path
+from hazardseg.models.pretrained import (
+    WeightsSource,
+    expected_location,
+    find_cached,
+    resolve_weights_path,
+)
 
 
 @dataclass(frozen=True)
@@ -21,20 +27,19 @@ class ModelSpec:
 
     name: str
     family: str
-    builder: Callable[[int], SegmentationModel]
+    builder: Callable[..., SegmentationModel]
     weights: WeightsSource | None
     description: str
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
-B = TypeVar("B", bound=Callable[[int], SegmentationModel])
+B = TypeVar("B", bound=Callable[..., SegmentationModel])
 
 
-def register_model(
-    *, family: str, weights: WeightsSource | None = None
-) -> Callable[[B], B]:
-    """Decorator registering ``builder(num_classes) -> SegmentationModel`` under its own name.
+def register_model(*, family: str, weights: WeightsSource | None = None) -> Callable[[B], B]:
+    """Decorator registering ``builder(num_classes, **options) -> SegmentationModel`` under the
+    builder's own name.
 
     The builder creates a randomly initialised model and never touches the network;
     ``weights`` says which cached file ``pretrained="imagenet"`` loads into the backbone.
@@ -53,7 +58,7 @@ def register_model(
 
 def _ensure_loaded() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from hazardseg.models import deeplab, lraspp, smp_models  # noqa: F401
+    from hazardseg.models import deeplab, hiera, lraspp, smp_models  # noqa: F401
 
 
 def list_models() -> list[str]:
@@ -75,13 +80,14 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, num_classes: int = 13, pretrained: str | None = None
+    name: str, num_classes: int = 13, pretrained: str | None = None, **options: Any
 ) -> SegmentationModel:
     """Build a registered model.
 
     ``pretrained``: None (random init, never touches the network), ``"imagenet"`` (ImageNet
     backbone weights from the local cache; a HazardsegError names the file when it is missing)
     or a path to a backbone weights file in the same format as the cached one.
+    ``options`` go to the builder (e.g. ``img_size`` for ``hiera_base``).
     """
     spec = get_model_spec(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -89,7 +95,14 @@ def create_model(
     if pretrained is not None:
         # Resolve the file before building so a missing file fails fast.
         path = resolve_weights_path(str(pretrained), name, spec.weights)
-    model = spec.builder(num_classes)
+    accepted = set(inspect.signature(spec.builder).parameters) - {"num_classes"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise HazardsegError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(sorted(accepted)) or 'none'}"
+        )
+    model = spec.builder(num_classes, **options)
     if pretrained is not None:
         model.load_backbone_weights(path)  # type: ignore[operator]
     return model
@@ -99,6 +112,12 @@ def pretrained_available(name: str) -> bool:
     """Whether the ImageNet backbone weights of ``name`` are in the local cache."""
     spec = get_model_spec(name)
     return spec.weights is not None and find_cached(spec.weights) is not None
+
+
+def _weights_label(source: WeightsSource | None) -> str | None:
+    if source is None:
+        return None
+    return f"{source.repo_id}/{source.filename}" if source.is_hf else source.filename
 
 
 class _ShapeOnlyBuild(TorchFunctionMode):
@@ -125,11 +144,17 @@ class _ShapeOnlyBuild(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def build_on_meta(name: str, num_classes: int = 13, **options: Any) -> SegmentationModel:
+    """Build ``name`` on the meta device: right structure and shapes, no memory, no values."""
+    spec = get_model_spec(name)
+    with torch.device("meta"), _ShapeOnlyBuild():
+        return spec.builder(num_classes, **options)
+
+
 def describe_model(name: str, num_classes: int = 13) -> dict[str, object]:
     """Facts about a model without allocating its weights (built on the meta device)."""
     spec = get_model_spec(name)
-    with torch.device("meta"), _ShapeOnlyBuild():
-        model = spec.builder(num_classes)
+    model = build_on_meta(name, num_classes)
     params = sum(p.numel() for p in model.parameters())
     return {
         "name": name,
@@ -138,7 +163,8 @@ def describe_model(name: str, num_classes: int = 13) -> dict[str, object]:
         "has_aux": model.has_aux,
         "feature_dim": model.feature_dim,
         "feature_stride": model.feature_stride,
-        "pretrained_file": spec.weights.filename if spec.weights else None,
+        "pretrained_file": _weights_label(spec.weights),
+        "pretrained_path": str(expected_location(spec.weights)) if spec.weights else None,
         "pretrained_available": pretrained_available(name),
         "description": spec.description,
     }

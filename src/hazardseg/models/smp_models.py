@@ -1,4 +1,4 @@
-"""DeepLabV3+ and SegFormer from segmentation-models-pytorch (smp), behind the hazardseg interface."""
+"""DeepLabV3+ and SegFormer from segmentation-models-pytorch, behind the hazardseg interface."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def smp_imagenet_source(encoder: str) -> WeightsSource:
         repo_id=repo,
         revision=rev,
     )
+
+
+_CLASSIFIER_KEYS = {"fc.weight", "fc.bias", "head.weight", "head.bias"}
 
 
 class SMPModel(SegmentationModel):
@@ -65,8 +68,14 @@ class SMPModel(SegmentationModel):
         return result
 
     def load_backbone_weights(self, path: Path) -> None:
-        """Load encoder weights in smp's format (the hub ``model.safetensors`` of the encoder)."""
-        load_backbone_weights(self.encoder, read_state_dict(path), path)
+        """Load encoder weights in smp's format (the hub ``model.safetensors`` of the encoder);
+        an ImageNet classifier (``fc.*`` / ``head.*``) in the file is dropped, as smp does."""
+        own = set(self.encoder.state_dict())
+
+        def rename(key: str) -> str | None:
+            return None if key in _CLASSIFIER_KEYS and key not in own else key
+
+        load_backbone_weights(self.encoder, read_state_dict(path), path, rename=rename)
 
 
 def _deeplabv3plus(name: str, encoder: str, num_classes: int) -> SMPModel:

@@ -52,6 +52,7 @@ RESUME_MAY_CHANGE: frozenset[str] = frozenset(
         "train.device",
         "eval.batch_size",
         "train.log_every_iters",
+        "train.num_threads",
     }
 )
 """Config keys that may differ between a run and its resumption (the rest must match)."""
@@ -121,6 +122,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
         ),
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", t.grad_clip, "> 0 or null"),
         (cfg.model.num_classes >= 1, "model.num_classes", cfg.model.num_classes, ">= 1"),
+        (
+            t.bn_momentum is None or 0 < t.bn_momentum <= 1,
+            "train.bn_momentum",
+            t.bn_momentum,
+            "in (0, 1] or null",
+        ),
     ]
     for ok, key, value, expected in checks:
         if not ok:
@@ -175,11 +182,17 @@ def fit(
     ``best_checkpoint`` and ``last_checkpoint``. Under torchrun every rank calls this; only
     rank 0 writes files.
     """
+    threads = torch.get_num_threads()
+    if cfg.train.num_threads is not None:
+        if cfg.train.num_threads < 1:
+            raise ConfigError(f"train.num_threads={cfg.train.num_threads}: expected >= 1 or null")
+        torch.set_num_threads(cfg.train.num_threads)
     ctx = distributed.setup(cfg.train.device)
     try:
         return _fit(cfg, Path(out_dir), ctx, resume, overwrite, progress)
     finally:
         distributed.cleanup(ctx)
+        torch.set_num_threads(threads)
 
 
 def _loaders(
@@ -254,10 +267,22 @@ def _class_weights(
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm layer; return how many."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+            n += 1
+    return n
+
+
 def _build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
     from hazardseg.models import create_model
 
     model = create_model(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained)
+    if cfg.train.bn_momentum is not None:
+        set_bn_momentum(model, cfg.train.bn_momentum)
     if ctx.enabled and cfg.train.sync_bn and ctx.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(ctx.device)
