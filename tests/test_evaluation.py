@@ -451,3 +451,15 @@ def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
                     assert a[section][key] == value, (name, section, key)
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank1["auroc"] == multi["methods"]["msp"]["pooled"]["auroc"]
+
+
+def test_missing_fit_split_names_the_methods(tmp_path) -> None:
+    root = make_tiny_tree(tmp_path / "sh", counts={"test": 2})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "run" / "m.pt", create_model(MODEL), model_name=MODEL,
+                           class_names=list(KNOWN_CLASS_NAMES), config={}, epoch=0,
+                           best_metric=None)
+    with pytest.raises(HazardsegError, match="sml need fitting data"):
+        evaluate(ckpt, root, "test", "msp,sml", None)
+    res = evaluate(ckpt, root, "test", "msp", None, components=False)  # no fitting needed
+    assert res["evaluation"]["state_fitted"] == []

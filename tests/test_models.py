@@ -313,3 +313,5 @@ def test_input_shape_error_suggests_fix() -> None:
     model = create_model("lraspp_mobilenet_v3").eval()
     with pytest.raises(HazardsegError, match="unsqueeze"):
         model(torch.randn(3, 64, 64))
+    with pytest.raises(HazardsegError, match="float image batch"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))

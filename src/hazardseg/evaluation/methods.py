@@ -21,7 +21,7 @@ from hazardseg.anomaly.state import (
 )
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
-from hazardseg.errors import CheckpointError, HazardsegError
+from hazardseg.errors import CheckpointError, DataError, HazardsegError
 from hazardseg.evaluation import dist
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,13 @@ def prepare_methods(
         return state, restored, []
     fitted_states: dict[str, Any] = {}
     if dist.rank() == 0:
-        loader = fit_loader(data_root, fit_split, resize, fit_images, batch_size, workers)
+        try:
+            loader = fit_loader(data_root, fit_split, resize, fit_images, batch_size, workers)
+        except DataError as exc:
+            raise DataError(
+                f"{exc} (method(s) {', '.join(todo)} need fitting data: choose another "
+                "--fit-split, or leave them out of --methods)"
+            ) from None
         for name in todo:
             log.info("fitting %s on %d %s images", name, len(loader.dataset), fit_split)
             methods[name].fit(model, loader, device=device, max_images=fit_images)

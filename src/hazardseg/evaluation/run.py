@@ -196,9 +196,14 @@ def _evaluate(
     accs = {n: MethodAccumulator(n, nonfinite) for n in methods}
     maps_dir = Path(out_dir) / "maps" if save_maps and out_dir is not None else None
     keep_maps = components or save_maps
-    times = {"forward_s": 0.0, "methods_s": 0.0, "metrics_s": 0.0}
+    stages = ("forward_s", "methods_s", "segmentation_s", "ood_s", "store_s", "components_s")
+    times = dict.fromkeys(stages, 0.0)
     t_loop = time.perf_counter()
-    with ScoreStore(maps_dir) as store, torch.inference_mode():
+    scratch_parent = None
+    if out_dir is not None and keep_maps:
+        scratch_parent = Path(out_dir)
+        scratch_parent.mkdir(parents=True, exist_ok=True)
+    with ScoreStore(maps_dir, scratch_parent) as store, torch.inference_mode():
         show = progress and dist.rank() == 0
         for batch in _progress(loader, len(loader), show, f"evaluate {split}"):
             t0 = time.perf_counter()
@@ -211,40 +216,48 @@ def _evaluate(
                     logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
                 )
             feats = out.get("features") if need_features else None
+            _sync(device)
             t1 = time.perf_counter()
             scores = {n: m.score(logits, feats) for n, m in methods.items()}
+            _sync(device)
             t2 = time.perf_counter()
             cm.update(logits.max(dim=1).indices, mask)  # faster than argmax on the CPU
             is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
             ids = list(batch["path"])
+            t3 = time.perf_counter()
             for n, s in scores.items():
                 accs[n].update(s, is_anom, valid, ids)
+            t4 = time.perf_counter()
             if keep_maps:
                 for i, rel in enumerate(ids):
                     store.put_mask(rel, is_anom[i], valid[i])
                     for n, s in scores.items():
                         store.put(n, rel, s[i])
-            t3 = time.perf_counter()
+            t5 = time.perf_counter()
             times["forward_s"] += t1 - t0
             times["methods_s"] += t2 - t1
-            times["metrics_s"] += t3 - t2
+            times["segmentation_s"] += t3 - t2
+            times["ood_s"] += t4 - t3
+            times["store_s"] += t5 - t4
         t_pass = time.perf_counter() - t_loop
 
-        t4 = time.perf_counter()
+        t_end = time.perf_counter()
         cm.all_reduce()
         for acc in accs.values():
             _all_reduce_accumulator(acc)
             acc.check_nonfinite(f"{split} split")
         pooled = {n: acc.pooled.compute(max_curve_points) for n, acc in accs.items()}
-        t5 = time.perf_counter()
+        times["finalize_s"] = time.perf_counter() - t_end
+        t_comp = time.perf_counter()
         my_ids = [dataset.samples[i].rel for i in shard.indices]
         comp: dict[str, Any] = dict.fromkeys(methods)
         if components:
             parts = component_pass(pooled_thresholds(pooled), my_ids, store.get, store.get_mask)
             comp = merge_component_accumulators(parts)
-        t6 = time.perf_counter()
-        times["metrics_s"] += t6 - t5
-        times["finalize_s"] = t5 - t4
+        times["components_s"] = time.perf_counter() - t_comp
+    times["metrics_s"] = sum(
+        times[k] for k in ("segmentation_s", "ood_s", "store_s", "components_s")
+    )
 
     method_results = {
         n: method_section(accs[n], methods[n].options, comp[n], thresholds.get(n), pooled[n])
@@ -288,7 +301,7 @@ def _evaluate(
             "methods": list(methods),
             "fit_split": fit_split,
             "fit_images": fit_images,
-            "state_file": str(spath),
+            "state_file": str(spath.resolve()),
             "state_restored": restored,
             "state_fitted": fitted,
             "batch_size": batch_size,
@@ -305,6 +318,12 @@ def _evaluate(
     if out_dir is not None and dist.rank() == 0:
         results = save_results(Path(out_dir) / "results.json", results)
     return results
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work so that stage timings are attributed correctly."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _all_reduce_accumulator(acc: MethodAccumulator) -> None:

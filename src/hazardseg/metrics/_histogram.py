@@ -40,6 +40,14 @@ def keys_to_float(keys: np.ndarray) -> np.ndarray:
     return b.view(np.float32)
 
 
+def float32_ceil(value: float) -> float:
+    """Smallest float32 >= ``value``: ``float32(s) >= value`` iff ``float32(s) >= result``."""
+    f = np.float32(value)
+    if float(f) < value:
+        f = np.nextafter(f, np.float32(np.inf))
+    return float(f)
+
+
 @dataclass
 class Bins:
     """Occupied finite bins in decreasing score order."""
@@ -64,7 +72,7 @@ class ScoreHistogram:
 
     State: ``counts`` of length ``2 * 2**bits + 1`` (negatives, positives, one slot for ignored
     pixels), ``lo``/``hi`` int16 of length ``2**bits`` (low-bit minimum / maximum per bin) and
-    6.5 MiB of work buffers: 54.5 MiB with the default 22 bits. Counts are int32; before any
+    5.5 MiB of work buffers: 53.5 MiB with the default 22 bits. Counts are int32; before any
     count could pass 2**31 - 1 (more than 2.1 billion pixels), a histogram finer than 21 bits
     is coarsened once to 21 bits with int64 counts (46.5 MiB), otherwise its counts widen to
     int64. The state never exceeds 64 MiB, whatever the number of pixels.

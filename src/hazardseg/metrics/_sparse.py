@@ -60,7 +60,9 @@ class SparseCounts:
         arrays = [self.keys, self.neg, self.pos, *(a for p in self._parts for a in p)]
         return sum(a.nbytes for a in arrays)
 
-    def update(self, scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None):
+    def update(
+        self, scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None
+    ) -> None:
         """Count flattened ``scores`` with labels ``positive`` where ``valid`` (None = all)."""
         keys = float_keys(scores).cpu().numpy()
         pos = positive.reshape(-1).cpu().numpy()

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from hazardseg.metrics._histogram import float32_ceil
+
 TAUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.25, 0.75, 11))
 """sIoU / PPV thresholds of the component F1."""
 
@@ -112,7 +114,7 @@ class ComponentMetrics:
 
     def _update_image(self, s: np.ndarray, y: np.ndarray, v: np.ndarray) -> None:
         gt = y & v
-        pred = (s.astype(np.float32) >= np.float32(self.threshold)) & v
+        pred = (s.astype(np.float32) >= np.float32(float32_ceil(self.threshold))) & v
         if self.min_pred_size > 0:
             pred = _drop_small(pred, self.min_pred_size)
         if self.min_gt_size > 0:

@@ -17,7 +17,13 @@ import torch
 
 from hazardseg.data.classes import ANOMALY_ID, UNLABELED_ID
 from hazardseg.metrics._curve import curve_metrics, downsample_curves, error_bounds
-from hazardseg.metrics._histogram import CHUNK, DEFAULT_BITS, Bins, ScoreHistogram
+from hazardseg.metrics._histogram import (
+    CHUNK,
+    DEFAULT_BITS,
+    Bins,
+    ScoreHistogram,
+    float32_ceil,
+)
 from hazardseg.metrics._sparse import DEFAULT_MAX_DISTINCT, SparseCounts
 
 __all__ = ["PerImageOOD", "PooledOOD", "evaluation_masks"]
@@ -58,7 +64,7 @@ class PooledOOD:
     * exact: while the split holds at most ``max_distinct`` distinct float32 scores (default
       2**18), every distinct score is counted separately; results equal scikit-learn's on the
       same pixels (ties form one step).
-    * histogram: beyond that, counts move to a fixed 46.5 MiB histogram over the top ``bits`` bits
+    * histogram: beyond that, counts move to a fixed 53.5 MiB histogram over the top ``bits`` bits
       of each score. A bin that still holds one distinct value stays exact; ``exact`` is then
       False only if some bin merged several values, and ``error_bound`` bounds the difference
       to the exact metrics (AP and FPR95 interpolate linearly inside merged bins). float16 and
@@ -247,7 +253,7 @@ class PooledOOD:
         """
         if math.isnan(threshold):
             raise ValueError("threshold must not be NaN")
-        t = _float32_ceil(threshold)
+        t = float32_ceil(threshold)
         bins = self._bins()
         flagged = bins.high_value >= t
         exact = not bool(np.any(flagged & (bins.low_value < t)))
@@ -273,14 +279,6 @@ class PooledOOD:
             return float("nan")
         i = int(np.searchsorted(fps / fps[-1], max_fpr, side="right")) - 1
         return float(bins.low_value[i]) if i >= 0 else float("inf")
-
-
-def _float32_ceil(value: float) -> float:
-    """Smallest float32 >= ``value`` (so ``score >= value`` is decided at float32 precision)."""
-    f = np.float32(value)
-    if float(f) < value:
-        f = np.nextafter(f, np.float32(np.inf))
-    return float(f)
 
 
 def _confusion_summary(

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from hazardseg.errors import HazardsegError
+
 
 class SegmentationModel(nn.Module):
     """Base class: ``model(x)`` -> ``{"out": logits}`` at input resolution.
@@ -48,9 +50,12 @@ def upsample_to(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
 def check_input(x: Tensor, name: str) -> None:
     """Reject inputs that are not a float (N,3,H,W) batch with a message suggesting the fix."""
     if x.ndim != 4 or x.shape[1] != 3:
-        from hazardseg.errors import HazardsegError
-
         raise HazardsegError(
             f"{name}: expected a float tensor of shape (N, 3, H, W), got {tuple(x.shape)}; "
             "add a batch dimension with x.unsqueeze(0) for a single image"
+        )
+    if not x.is_floating_point():
+        raise HazardsegError(
+            f"{name}: expected a float image batch, got dtype {x.dtype}; convert uint8 images "
+            "with x.float() / 255 and normalise them (ImageNet mean/std)"
         )

@@ -318,9 +318,10 @@ def load_model(
     ``path`` is a hazardseg checkpoint or a bare state dict (torchvision-style, optionally
     ``module.``-prefixed), for which ``model_name`` is required (and ``model_options``, the
     builder options such as ``img_size``, where the default does not fit). ``num_classes``
-    (optional) is checked against the file. The model is returned in eval mode on ``device``. ``info``
-    holds ``model_name``, ``model_options``, ``num_classes``, ``class_names``, ``config``, ``epoch``,
-    ``best_metric``, ``sha256``, ``path``, ``format`` and ``aux_loaded``.
+    (optional) is checked against the file. The model is returned in eval mode on
+    ``device``. ``info`` holds ``model_name``, ``model_options``, ``num_classes``,
+    ``class_names``, ``config``, ``epoch``, ``best_metric``, ``sha256``, ``path``, ``format``
+    and ``aux_loaded``.
     """
     p = Path(path)
     obj = _torch_load(p)

@@ -291,14 +291,18 @@ def _build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
     return model
 
 
+def _check_dir(cfg: ExperimentConfig, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    rundir.check_run_dir(out_dir, resume, overwrite)
+    if resume and (out_dir / "config.yaml").is_file():
+        check_resume_config(load_config(out_dir / "config.yaml"), cfg, out_dir)
+
+
 def _prepare_dir(
     cfg: ExperimentConfig, out_dir: Path, ctx: DistContext, resume: bool, overwrite: bool
 ) -> Path | None:
     """Check (every rank, read-only), then clear/save config (rank 0); return the resume file."""
-    rundir.check_run_dir(out_dir, resume, overwrite)
+    _check_dir(cfg, out_dir, resume, overwrite)
     last = out_dir / "last.pt"
-    if resume and (out_dir / "config.yaml").is_file():
-        check_resume_config(load_config(out_dir / "config.yaml"), cfg, out_dir)
     resume_from = last if resume and last.is_file() else None
     distributed.barrier(ctx)
     if ctx.is_main:
@@ -387,7 +391,7 @@ def _fit(
     validate_config(cfg)
     precision = resolve_precision(cfg.train, ctx.device)
 
-    resume_from = _prepare_dir(cfg, out_dir, ctx, resume, overwrite)
+    _check_dir(cfg, out_dir, resume, overwrite)  # fail fast, before any heavy work
     t = cfg.train
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -395,10 +399,12 @@ def _fit(
     elif ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(t.seed)
-
+    # Data and model errors (missing split, missing pretrained weights) surface before
+    # anything is written to the run directory.
     train_loader, val_loader, sampler, generator, labels = _loaders(cfg, ctx)
-    weights = _class_weights(cfg, out_dir, labels, ctx)
     model = _build_model(cfg, ctx)
+    resume_from = _prepare_dir(cfg, out_dir, ctx, resume, overwrite)
+    weights = _class_weights(cfg, out_dir, labels, ctx)
     raw_model = model
     criterion = losses.SegmentationLoss(cfg.model.num_classes, t.aux_weight, weights)
     criterion = criterion.to(ctx.device)
