@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ def parse_method_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
             value = raw
         out.setdefault(method, {})[opt.strip()] = value
     return out
+
+
+def _is_rank_zero() -> bool:
+    """True unless this process is a torchrun rank other than 0."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _setup_logging() -> None:
@@ -103,9 +109,7 @@ def evaluate_cmd(
         state_path=state,
         progress=not quiet,
     )
-    from hazardseg.evaluation import dist
-
-    if dist.rank() == 0:
+    if _is_rank_zero():
         typer.echo(summary_table(results))
         typer.echo(f"wrote {out / 'results.json'}")
 
@@ -190,9 +194,8 @@ def calibrate_cmd(
         progress=not quiet,
     )
     from hazardseg.anomaly.state import default_state_path
-    from hazardseg.evaluation import dist
 
-    if dist.rank() == 0:
+    if _is_rank_zero():
         typer.echo(f"{'method':<10} {'threshold':>14} {'FPR':>8}  ({split}, target {target_fpr})")
         for n, e in entries.items():
             typer.echo(f"{n:<10} {e['threshold']:>14.6g} {e['fpr']:>8.4f}")

@@ -30,12 +30,13 @@ def _table(rows: list[dict[str, object]]) -> str:
 
 def models_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-    num_classes: int = typer.Option(13, "--num-classes", help="Classes for the parameter count."),
+    num_classes: int = typer.Option(
+        13, "--num-classes", min=1, help="Classes for the parameter count."
+    ),
 ) -> None:
     """List registered models: family, parameters, aux head, feature dim, local ImageNet weights.
 
-    "pretrained" says whether the backbone weights that pretrained='imagenet' loads are
-    already in the local cache (hazardseg never downloads them).
+    "pretrained" = the backbone weights for pretrained='imagenet' are in the local cache.
     """
     from hazardseg.models import describe_model, list_models
 

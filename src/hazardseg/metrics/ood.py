@@ -317,9 +317,12 @@ def exact_curve_metrics(
     else:
         nonfinite = int((~keep).sum())
     s, y = s[keep], y[keep]
-    order = torch.sort(s, descending=True, stable=True)
-    s_sorted = order.values.numpy().astype(np.float64)
-    y_sorted = y[order.indices].numpy()
+    # numpy's vectorised argsort is several times faster than torch.sort on the CPU; ties are
+    # grouped below, so the order within equal scores does not matter
+    s_np = s.numpy()
+    order = np.argsort(s_np)[::-1]
+    s_sorted = s_np[order].astype(np.float64)
+    y_sorted = y.numpy()[order]
     if s_sorted.size == 0:
         res = curve_metrics(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     else:

@@ -79,6 +79,11 @@ def get_model_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
+def _check_num_classes(num_classes: object) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise HazardsegError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+
 def create_model(
     name: str, num_classes: int = 13, pretrained: str | None = None, **options: Any
 ) -> SegmentationModel:
@@ -90,8 +95,7 @@ def create_model(
     ``options`` go to the builder (e.g. ``img_size`` for ``hiera_base``).
     """
     spec = get_model_spec(name)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise HazardsegError(f"num_classes must be a positive integer, got {num_classes!r}")
+    _check_num_classes(num_classes)
     if pretrained is not None:
         # Resolve the file before building so a missing file fails fast.
         path = resolve_weights_path(str(pretrained), name, spec.weights)
@@ -147,6 +151,7 @@ class _ShapeOnlyBuild(TorchFunctionMode):
 def build_on_meta(name: str, num_classes: int = 13, **options: Any) -> SegmentationModel:
     """Build ``name`` on the meta device: right structure and shapes, no memory, no values."""
     spec = get_model_spec(name)
+    _check_num_classes(num_classes)
     with torch.device("meta"), _ShapeOnlyBuild():
         return spec.builder(num_classes, **options)
 
