@@ -471,3 +471,33 @@ def test_missing_fit_split_names_the_methods(tmp_path) -> None:
         evaluate(ckpt, root, "test", "msp,sml", None)
     res = evaluate(ckpt, root, "test", "msp", None, components=False)  # no fitting needed
     assert res["evaluation"]["state_fitted"] == []
+
+
+def test_background_worker_order_and_errors() -> None:
+    from hazardseg.evaluation.accumulate import BackgroundWorker
+
+    seen: list[int] = []
+    with BackgroundWorker(max_pending=1) as w:
+        for i in range(5):
+            w.submit(seen.append, i)
+    assert seen == [0, 1, 2, 3, 4]
+
+    def boom(_: int) -> None:
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"), BackgroundWorker() as w:
+        w.submit(boom, 1)
+        w.submit(seen.append, 9)  # raises here if the failure is already known, else at exit
+    assert 9 not in seen  # calls after a failure are not run
+    inline: list[int] = []
+    with BackgroundWorker(enabled=False) as w:
+        w.submit(inline.append, 1)
+        assert inline == [1]
+
+
+def test_overlap_does_not_change_results(setup) -> None:
+    a = evaluate(setup["ckpt"], setup["root"], "test", "msp,entropy", None, overlap=True)
+    b = evaluate(setup["ckpt"], setup["root"], "test", "msp,entropy", None, overlap=False)
+    for name in ("msp", "entropy"):
+        for section in ("pooled", "per_image", "components", "oracle"):
+            assert a["methods"][name][section] == b["methods"][name][section]

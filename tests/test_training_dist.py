@@ -40,7 +40,7 @@ def _env() -> dict[str, str]:
 def _train_args(root: Path, run: Path, *extra: str) -> list[str]:
     args = ["train", "--data", str(root), "--out", str(run), "--no-progress"]
     args += ["-c", str(Path(__file__).parent.parent / "configs" / "synthetic_cpu.yaml")]
-    for item in [*BASE, *extra]:
+    for item in [*BASE, "eval.resize=native", "train.class_weights=false", *extra]:
         args += ["--set", item]
     return args
 

@@ -80,6 +80,9 @@ def evaluate_cmd(
     state: Path | None = typer.Option(
         None, "--state", help="Anomaly state file (default: anomaly_state.pt beside CKPT)."
     ),
+    no_overlap: bool = typer.Option(
+        False, "--no-overlap", help="Update metrics inline, not on a background thread."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Evaluate segmentation and anomaly methods on a split; writes OUT/results.json."""
@@ -108,6 +111,7 @@ def evaluate_cmd(
         components=not no_components,
         state_path=state,
         progress=not quiet,
+        overlap=not no_overlap,
     )
     if _is_rank_zero():
         typer.echo(summary_table(results))
