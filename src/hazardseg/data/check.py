@@ -103,9 +103,7 @@ def _inspect_pair(job: tuple[str, str, bool]) -> _PairResult:
         values = tuple(int(v) for v in np.unique(arr))
         bad = [v for v in values if v < 0 or v > PNG_MAX_VALUE]
         if bad:
-            problems.append(
-                f"{label_path}: label values {bad[:5]} outside 0..{PNG_MAX_VALUE}"
-            )
+            problems.append(f"{label_path}: label values {bad[:5]} outside 0..{PNG_MAX_VALUE}")
         if not anomaly_allowed and ANOMALY_PNG_VALUE in values:
             n = int((arr == ANOMALY_PNG_VALUE).sum())
             problems.append(

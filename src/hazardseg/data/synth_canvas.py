@@ -50,9 +50,7 @@ class Canvas:
         self.label[iy0:iy1, ix0:ix1] = cls
         self.color[iy0:iy1, ix0:ix1] = np.asarray(color, dtype=np.float32)
 
-    def ellipse(
-        self, cx: float, cy: float, rx: float, ry: float, cls: int, color: Color
-    ) -> None:
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float, cls: int, color: Color) -> None:
         """Fill the ellipse centred at (cx, cy) with radii rx, ry (at least half a pixel)."""
         rx, ry = max(rx, 0.5), max(ry, 0.5)
         x0, y0 = int(np.floor(cx - rx)), int(np.floor(cy - ry))
@@ -81,7 +79,9 @@ class Canvas:
         x1, y1 = int(np.ceil(pts[:, 0].max())) + 1, int(np.ceil(pts[:, 1].max())) + 1
         xs = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5
         ys = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
-        area2 = float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+        area2 = float(
+            np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1])
+        )
         sign = 1.0 if area2 >= 0 else -1.0
         mask = np.ones((y1 - y0, x1 - x0), dtype=bool)
         for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0), strict=True):

@@ -194,7 +194,7 @@ def _draw_ground(cv: Canvas, g: _Geometry, st: TownStyle, rng: np.random.Generat
 
 _LOT_BUILDING, _LOT_TREES, _LOT_WALL, _LOT_FENCE, _LOT_GAP = range(5)
 _LOT_CLASS = np.array([BUILDING, VEGETATION, WALL, FENCE, UNLABELED], dtype=np.uint8)
-_LOT_P = np.array([0.62, 0.12, 0.1, 0.08, 0.08])
+_LOT_P = np.array([0.56, 0.12, 0.12, 0.12, 0.08])
 
 
 def _draw_facades(
@@ -233,7 +233,7 @@ def _draw_facades(
             heights.append(0.0)
             colors.append(np.zeros(3, np.float32))
         front = 0
-        if kind == _LOT_BUILDING and rng.random() < 0.3:
+        if kind == _LOT_BUILDING and rng.random() < 0.4:
             front = 1 if rng.random() < 0.55 else 2
         fronts.append(front)
         front_h.append(g.h * rng.uniform(0.12, 0.22))
@@ -253,49 +253,50 @@ def _draw_facades(
         return
     ys = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5
     mask = (ys >= top[None, :]) & (ys < yg[None, :]) & (kind_c != _LOT_GAP)[None, :]
-    v = (yg[None, :] - ys) / s[None, :]  # height above ground, in pixels at s = 1
-    u = z - starts_a[li]  # distance along the facade from the lot start
-
-    lab = np.broadcast_to(_LOT_CLASS[kind_c][None, :], mask.shape).copy()
-    col = np.broadcast_to(np.asarray(colors, np.float32)[li][None, :, :], (*mask.shape, 3)).copy()
+    # From here on only the facade pixels are processed, as flat arrays.
+    rows, cols = np.nonzero(mask)
+    v = (yg[cols] - ys[rows, 0]) / s[cols]  # height above ground, in pixels at s = 1
+    uc = z - starts_a[li]  # distance along the facade from the lot start, per column
+    u = uc[cols]
+    kind = kind_c[cols]
+    height = height_c[cols]
+    lab = _LOT_CLASS[kind]
+    col = np.asarray(colors, np.float32)[li][cols]
 
     floor = g.h * rng.uniform(0.1, 0.15)
     per_z = rng.uniform(3.0, 5.0)
-    is_bld = (kind_c == _LOT_BUILDING)[None, :]
+    wu = np.mod(u * per_z, 1.0)
+    wv = np.mod(v / floor, 1.0)
     windows = (
-        is_bld
-        & (np.mod(u * per_z, 1.0) > 0.3)[None, :]
-        & (np.mod(u * per_z, 1.0) < 0.75)
-        & (np.mod(v / floor, 1.0) > 0.3)
-        & (np.mod(v / floor, 1.0) < 0.78)
+        (kind == _LOT_BUILDING)
+        & (wu > 0.3)
+        & (wu < 0.75)
+        & (wv > 0.3)
+        & (wv < 0.78)
         & (v > floor)
-        & (v < height_c[None, :] - 0.3 * floor)
+        & (v < height - 0.3 * floor)
     )
-    glass = _jitter(rng, (62, 74, 92), 6)
-    col[windows] = glass
-    courses = ((kind_c == _LOT_WALL)[None, :]) & (np.mod(v / (g.h * 0.035), 1.0) < 0.14)
-    col[courses] *= 0.8
-    slats = (kind_c == _LOT_FENCE)[None, :] & (
-        (np.mod(u * 16.0, 1.0) < 0.25)[None, :] | (np.abs(v - height_c[None, :] * 0.8) < g.h * 0.012)
-    )
-    col[slats] *= 0.7
+    col[windows] = _jitter(rng, (62, 74, 92), 6)
+    course = np.mod(v / (g.h * 0.035), 1.0) < 0.14
+    slat = np.mod(u * 16.0, 1.0) < 0.25
+    col[(kind == _LOT_WALL) & course] *= 0.8
+    col[(kind == _LOT_FENCE) & (slat | (np.abs(v - height * 0.8) < g.h * 0.012))] *= 0.7
 
-    front_c = np.asarray(fronts)[li]
-    fh_c = np.asarray(front_h, np.float32)[li]
-    low = (front_c > 0)[None, :] & (v < fh_c[None, :]) & mask
+    front = np.asarray(fronts)[li][cols]
+    low = (front > 0) & (v < np.asarray(front_h, np.float32)[li][cols])
     if low.any():
-        fwall = low & (front_c == 1)[None, :]
-        ffence = low & (front_c == 2)[None, :]
+        fwall = low & (front == 1)
+        ffence = low & (front == 2)
         lab[fwall] = WALL
         col[fwall] = _jitter(rng, st.wall, 6)
-        col[fwall & (np.mod(v / (g.h * 0.035), 1.0) < 0.14)] *= 0.8
+        col[fwall & course] *= 0.8
         lab[ffence] = FENCE
         col[ffence] = _jitter(rng, st.fence, 6)
-        col[ffence & (np.mod(u * 16.0, 1.0) < 0.25)[None, :]] *= 0.7
+        col[ffence & slat] *= 0.7
 
     col *= shade
-    cv.label[r0:r1, c0:c1][mask] = lab[mask]
-    cv.color[r0:r1, c0:c1][mask] = col[mask]
+    cv.label[r0 + rows, c0 + cols] = lab
+    cv.color[r0 + rows, c0 + cols] = col
 
 
 # ----------------------------------------------------------------------------- objects
@@ -320,9 +321,14 @@ def _tree(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: flo
     r = s * g.h * rng.uniform(0.12, 0.2)
     ph = rng.uniform(0, 6.3, 3)
     mask, *_, bx, by = _polar_mask(
-        r, r * rng.uniform(0.8, 1.1),
-        lambda t: 0.85 + 0.1 * np.sin(3 * t + ph[0]) + 0.07 * np.sin(5 * t + ph[1])
-        + 0.05 * np.sin(9 * t + ph[2]),
+        r,
+        r * rng.uniform(0.8, 1.1),
+        lambda t: (
+            0.85
+            + 0.1 * np.sin(3 * t + ph[0])
+            + 0.07 * np.sin(5 * t + ph[1])
+            + 0.05 * np.sin(9 * t + ph[2])
+        ),
     )
     cy = y - th - 0.5 * r
     cv.paint(round(x) - bx, round(cy) - by, mask, VEGETATION, _jitter(rng, foliage, 8))
@@ -334,11 +340,20 @@ def _sign(cv: Canvas, rng: np.random.Generator, x: float, y: float, size: float)
         cv.ellipse(x, y, size / 2, size / 2, SIGN, (200, 32, 36))
         cv.ellipse(x, y, size * 0.32, size * 0.32, SIGN, (236, 236, 236))
     elif kind == 1:  # blue rectangle with a white symbol
-        cv.rect(x - size * 0.5, y - size * 0.42, x + size * 0.5, y + size * 0.42, SIGN, (34, 76, 176))
-        cv.rect(x - size * 0.15, y - size * 0.2, x + size * 0.15, y + size * 0.2, SIGN, (236, 236, 236))
+        cv.rect(
+            x - size * 0.5, y - size * 0.42, x + size * 0.5, y + size * 0.42, SIGN, (34, 76, 176)
+        )
+        cv.rect(
+            x - size * 0.15, y - size * 0.2, x + size * 0.15, y + size * 0.2, SIGN, (236, 236, 236)
+        )
     else:  # white triangle with a red border
-        tri = np.array([[x, y - size * 0.55], [x + size * 0.55, y + size * 0.4],
-                        [x - size * 0.55, y + size * 0.4]])
+        tri = np.array(
+            [
+                [x, y - size * 0.55],
+                [x + size * 0.55, y + size * 0.4],
+                [x - size * 0.55, y + size * 0.4],
+            ]
+        )
         cv.polygon(tri, SIGN, (200, 32, 36))
         inner = (tri - [x, y]) * 0.55 + [x, y + size * 0.05]
         cv.polygon(inner, SIGN, (238, 238, 238))
@@ -358,15 +373,21 @@ def _pole(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: flo
         cv.rect(x - pw / 2, y - ph, x + pw / 2, y, POLE, metal)
         arm = s * g.h * 0.18
         x_end = x - side * arm
-        cv.rect(min(x, x_end), y - ph, max(x, x_end) + pw / 2, y - ph + max(2.0, pw * 0.7), POLE, metal)
+        cv.rect(
+            min(x, x_end), y - ph, max(x, x_end) + pw / 2, y - ph + max(2.0, pw * 0.7), POLE, metal
+        )
 
 
 def _pedestrian(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: float):
     x, y = g.ground(s, lat)
-    hp = s * g.h * rng.uniform(0.45, 0.55)
+    hp = s * g.h * rng.uniform(0.34, 0.42)
     wp = max(3.0, hp * 0.3)
     cv.shade(x, y, wp * 0.7, max(1.0, wp * 0.15), 0.7)
-    skin, shirt, trousers = _pick(rng, _SKIN), _jitter(rng, _pick(rng, _SHIRTS), 8), _pick(rng, _TROUSERS)
+    skin, shirt, trousers = (
+        _pick(rng, _SKIN),
+        _jitter(rng, _pick(rng, _SHIRTS), 8),
+        _pick(rng, _TROUSERS),
+    )
     stride = wp * rng.uniform(0.0, 0.25)
     hip = y - hp * 0.47
     cv.rect(x - wp * 0.45 - stride, hip, x - wp * 0.05, y, PEDESTRIAN, trousers)
@@ -392,8 +413,14 @@ def _car(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: floa
     cv.rect(x1 - wc * 0.25, y - hc * 0.18, x1 - wc * 0.05, y, CAR, dark)
     cv.rect(x0, y - hc * 0.62, x1, y - hc * 0.12, CAR, body)
     cv.rect(x0, y - hc * 0.22, x1, y - hc * 0.12, CAR, dark * 2.0)  # bumper
-    cab = np.array([[x0 + wc * 0.08, y - hc * 0.6], [x1 - wc * 0.08, y - hc * 0.6],
-                    [x1 - wc * 0.2, y - hc], [x0 + wc * 0.2, y - hc]])
+    cab = np.array(
+        [
+            [x0 + wc * 0.08, y - hc * 0.6],
+            [x1 - wc * 0.08, y - hc * 0.6],
+            [x1 - wc * 0.2, y - hc],
+            [x0 + wc * 0.2, y - hc],
+        ]
+    )
     cv.polygon(cab, CAR, body)
     win = (cab - [x, y - hc * 0.8]) * [0.82, 0.65] + [x, y - hc * 0.8]
     cv.polygon(win, CAR, _jitter(rng, (52, 62, 78), 5))
@@ -405,7 +432,7 @@ def _car(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: floa
 
 
 def _clutter(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: float):
-    """"Other" objects on the sidewalk: bins, stacked crates and benches."""
+    """ "Other" objects on the sidewalk: bins, stacked crates and benches."""
     x, y = g.ground(s, lat)
     b = max(3.0, s * g.h * rng.uniform(0.07, 0.11))
     kind = int(rng.integers(3))
@@ -438,21 +465,27 @@ def _anomaly(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: 
     ph = rng.uniform(0, 6.3, 3)
     n = int(rng.integers(4, 8))
     if shape == 0:  # irregular blob
+
         def radius(t):
             return 0.75 + 0.2 * np.sin(3 * t + ph[0]) + 0.12 * np.sin(5 * t + ph[1])
     elif shape == 1:  # star
+
         def radius(t):
             return 0.45 + 0.55 * (0.5 + 0.5 * np.cos(n * t + ph[0])) ** 2
     elif shape == 2:  # ring
+
         def radius(t):
             return np.ones_like(t)
     elif shape == 3:  # spiky gear
+
         def radius(t):
             return 0.65 + 0.35 * np.abs(np.sin(n * t / 2 + ph[0]))
     else:  # lobed flower
+
         def radius(t):
             return 0.6 + 0.4 * np.abs(np.cos(n * t / 2 + ph[0])) ** 0.5
-    mask, rho, theta, xx, yy, bx, by = _polar_mask(rx, ry, radius)
+
+    mask, rho, _, xx, yy, bx, by = _polar_mask(rx, ry, radius)
     if shape == 2:
         mask &= rho >= rng.uniform(0.35, 0.55)
     c1 = _pick(rng, _ANOMALY_COLORS)
@@ -541,7 +574,7 @@ def render_scene(
         yh=h * rng.uniform(0.36, 0.46),
         vx=w * rng.uniform(0.42, 0.58),
         dx=w * rng.uniform(-0.1, 0.1),
-        rw=w * rng.uniform(0.3, 0.42),
+        rw=w * rng.uniform(0.36, 0.5),
         sw=w * rng.uniform(0.16, 0.26),
     )
     cv = Canvas(w, h)
@@ -561,19 +594,21 @@ def render_scene(
     def any_side() -> int:
         return 1 if rng.random() < 0.5 else -1
 
-    s_small = min(0.9, 16.0 / h)  # depth where a pedestrian is about 8 px tall
+    s_small = min(0.8, 10.0 / (0.38 * h))  # depth where a pedestrian is about 10 px tall
     for _ in range(int(rng.integers(1, 5))):
-        objects.append((rng.uniform(0.12, 1.0), _tree, (sidewalk_lat(any_side(), 0.6, 0.9), st.foliage)))
+        objects.append(
+            (rng.uniform(0.12, 1.0), _tree, (sidewalk_lat(any_side(), 0.6, 0.9), st.foliage))
+        )
     for _ in range(int(rng.integers(2, 6))):
         side = any_side()
         s = rng.uniform(max(0.15, s_small), 1.0)
         objects.append((s, _pole, (sidewalk_lat(side, 0.08, 0.2), side)))
-    for _ in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(1, 5))):
         if rng.random() < 0.85:
             lat = sidewalk_lat(any_side(), 0.25, 0.85)
         else:
             lat = rng.uniform(-0.8, 0.8) * g.rw
-        objects.append((rng.uniform(max(0.15, s_small), 0.95), _pedestrian, (lat,)))
+        objects.append((rng.uniform(max(0.15, s_small), 0.85), _pedestrian, (lat,)))
     for _ in range(int(rng.integers(1, 7) * st.car_density + 0.5)):
         if rng.random() < 0.6:
             lat = any_side() * 0.5 * g.rw + rng.uniform(-0.08, 0.08) * g.rw

@@ -1,0 +1,244 @@
+"""Download (resumable) and safe extraction of the official StreetHazards archives."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hazardseg.data.check import CheckReport, check_dataset
+from hazardseg.errors import DataError
+
+DEFAULT_URLS: dict[str, str] = {
+    "train": "https://people.eecs.berkeley.edu/~hendrycks/streethazards_train.tar",
+    "test": "https://people.eecs.berkeley.edu/~hendrycks/streethazards_test.tar",
+}
+"""Official archive of each top-level folder (train/ holds train + validation)."""
+
+ARCHIVE_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "validation"),
+    "test": ("test",),
+}
+"""Splits contained in each top-level folder."""
+
+_CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class _Interrupted(Exception):
+    """A transfer stopped before the expected number of bytes arrived."""
+
+
+def _part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def _attempt(url: str, part: Path, timeout: float, bar: tqdm | None) -> None:
+    """One request: resume ``part`` with a Range request when it has data."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "hazardseg"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:
+            match = re.search(r"/(\d+)", exc.headers.get("Content-Range", "") or "")
+            if match and int(match.group(1)) == have:
+                return  # the partial file is already complete
+            part.unlink()
+            raise _Interrupted("server refused the resume range; restarting") from None
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}; expected the archive") from None
+    with response:
+        if have and response.status == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != have:
+                part.unlink()
+                raise _Interrupted("server answered an unexpected range; restarting")
+            total = None if match.group(3) == "*" else int(match.group(3))
+            mode = "ab"
+        else:  # a full answer (200), also when the server ignores Range
+            have = 0
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            mode = "wb"
+        if bar is not None:
+            bar.reset(total=total)
+            bar.update(have)
+        received = have
+        with open(part, mode) as fh:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (http.client.IncompleteRead, OSError) as exc:
+                    raise _Interrupted(str(exc) or type(exc).__name__) from None
+                if not chunk:
+                    break
+                fh.write(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        if total is not None and received < total:
+            raise _Interrupted(f"got {received} of {total} bytes")
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    *,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming an earlier partial file.
+
+    A partial file is continued with an HTTP Range request; a server that ignores Range (200)
+    restarts it from zero. ``dest`` appears only once complete (rename). A dropped connection
+    is retried ``retries`` times; after that :class:`DataError` says how to resume.
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_path(dest)
+    bar = tqdm(desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                _attempt(url, part, timeout, bar)
+                break
+            except _Interrupted as exc:
+                if attempt == retries:
+                    have = part.stat().st_size if part.exists() else 0
+                    raise DataError(
+                        f"{url}: download interrupted after {have} bytes ({exc}); "
+                        f"run the command again to resume {part}"
+                    ) from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                if attempt == retries:
+                    reason = getattr(exc, "reason", exc)
+                    raise DataError(f"{url}: cannot download ({reason})") from None
+    finally:
+        bar.close()
+    os.replace(part, dest)
+    return dest
+
+
+def _safe_extract(archive: Path, into: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{archive}: cannot extract ({exc}); expected a tar archive") from None
+
+
+def _find_tops(folder: Path) -> list[Path]:
+    """Locate train/ and test/ in an extracted archive, at its top or one folder below."""
+    tops = [folder / name for name in ARCHIVE_SPLITS if (folder / name).is_dir()]
+    if tops:
+        return tops
+    subdirs = [p for p in folder.iterdir() if p.is_dir()]
+    if len(subdirs) == 1:
+        return [subdirs[0] / name for name in ARCHIVE_SPLITS if (subdirs[0] / name).is_dir()]
+    return []
+
+
+def _merge_move(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst``; existing folders are merged, existing files replaced."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    if src.is_dir() and dst.is_dir():
+        for child in list(src.iterdir()):
+            _merge_move(child, dst / child.name)
+        src.rmdir()
+        return
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+def extract_archive(archive: str | Path, root: str | Path) -> list[str]:
+    """Extract a StreetHazards archive into ``root`` (yielding ROOT/train and/or ROOT/test).
+
+    Uses tarfile's safe "data" filter; an extra top-level folder in the archive is removed.
+    Returns the names of the top-level folders placed ("train", "test").
+    """
+    archive, root = Path(archive), Path(root)
+    if not archive.is_file():
+        raise DataError(f"{archive}: archive not found; expected a StreetHazards .tar file")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".hazardseg-extract-", dir=root))
+    try:
+        _safe_extract(archive, tmp)
+        tops = _find_tops(tmp)
+        if not tops:
+            raise DataError(
+                f"{archive}: no train/ or test/ folder inside; expected a StreetHazards archive"
+            )
+        for top in tops:
+            _merge_move(top, root / top.name)
+        return [top.name for top in tops]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download_dataset(
+    root: str | Path,
+    *,
+    archives: Sequence[str | Path] | None = None,
+    urls: dict[str, str] | None = None,
+    parts: Iterable[str] = ("train", "test"),
+    keep_archives: bool = True,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+    workers: int = 1,
+) -> CheckReport:
+    """Fetch (or take from ``archives``), extract and check StreetHazards under ``root``.
+
+    Without ``archives``, downloads the official archive of each of ``parts`` (URLs from
+    ``urls`` or :data:`DEFAULT_URLS`) to ``ROOT/<name>.tar``. Returns the check report of the
+    splits that were extracted.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: not a folder; expected a dataset root folder")
+    urls = {**DEFAULT_URLS, **(urls or {})}
+    downloaded: list[Path] = []
+    if archives:
+        files = [Path(a) for a in archives]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: archive not found; expected a StreetHazards .tar file")
+    else:
+        files = []
+        for name in parts:
+            if name not in urls:
+                raise DataError(f"unknown archive {name!r}; expected one of train, test")
+            url = urls[name]
+            dest = root / (
+                Path(urllib.parse.urlsplit(url).path).name or f"streethazards_{name}.tar"
+            )
+            files.append(
+                download_file(url, dest, retries=retries, timeout=timeout, progress=progress)
+            )
+            downloaded.append(dest)
+    placed: list[str] = []
+    for f in files:
+        placed.extend(extract_archive(f, root))
+    if not keep_archives:
+        for f in downloaded:
+            f.unlink(missing_ok=True)
+    splits = [s for top in dict.fromkeys(placed) for s in ARCHIVE_SPLITS[top]]
+    return check_dataset(root, splits, workers=workers, progress=progress)
