@@ -40,7 +40,8 @@ def _env() -> dict[str, str]:
 def _train_args(root: Path, run: Path, *extra: str) -> list[str]:
     args = ["train", "--data", str(root), "--out", str(run), "--no-progress"]
     args += ["-c", str(Path(__file__).parent.parent / "configs" / "synthetic_cpu.yaml")]
-    for item in [*BASE, "eval.resize=native", "train.class_weights=false", *extra]:
+    fixed = ["eval.resize=native", "train.class_weights=false", "train.val_every_epochs=1"]
+    for item in [*BASE, *fixed, *extra]:
         args += ["--set", item]
     return args
 

@@ -18,10 +18,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
+    ``durable=False`` skips the fsync before the rename: readers still never see a partial
+    file, but a power loss may lose the newest data (fine for bulk-generated files).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +32,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:

@@ -523,23 +523,27 @@ def _upsampled_noise(rng: np.random.Generator, w: int, h: int, cell: int) -> np.
 def _finish(cv: Canvas, g: _Geometry, st: TownStyle, rng: np.random.Generator) -> np.ndarray:
     """Haze, texture noise, lighting and contrast; returns the uint8 RGB image."""
     col = cv.color
-    ys = np.arange(g.h, dtype=np.float32) + 0.5
-    haze = st.haze * np.clip(1.0 - np.abs(ys - g.yh) / (0.35 * g.h), 0.0, 1.0) ** 2
-    haze_w = np.where(cv.label == UNLABELED, 0.0, haze[:, None]).astype(np.float32)[..., None]
-    col += haze_w * (np.asarray(st.sky_horizon, np.float32) - col)
-
     lab = cv.label
-    grain = rng.standard_normal((g.h, g.w), dtype=np.float32) * _GRAIN[lab]
-    blotch = _upsampled_noise(rng, g.w, g.h, max(2, g.h // 40)) * _BLOTCH[lab]
-    cells = max(4, g.h // 6)
-    light = _upsampled_noise(rng, g.w, g.h, cells) * 4.0
-    col += ((grain + blotch) * st.noise + light)[..., None]
+    # Haze only reaches rows within 0.35 H of the horizon; sky pixels keep their colour.
+    band = 0.35 * g.h
+    r0, r1 = max(int(g.yh - band), 0), min(int(np.ceil(g.yh + band)), g.h)
+    ys = np.arange(r0, r1, dtype=np.float32) + 0.5
+    haze = (st.haze * np.clip(1.0 - np.abs(ys - g.yh) / band, 0.0, 1.0) ** 2).astype(np.float32)
+    haze_w = np.where(lab[r0:r1] == UNLABELED, np.float32(0.0), haze[:, None])[..., None]
+    col[r0:r1] += haze_w * (np.asarray(st.sky_horizon, np.float32) - col[r0:r1])
 
-    gain = np.asarray(st.tint, np.float32) * st.brightness * rng.uniform(0.9, 1.1)
-    col -= 128.0
-    col *= st.contrast
-    col += 128.0
-    col *= gain
+    noise = rng.standard_normal((g.h, g.w), dtype=np.float32) * _GRAIN[lab]
+    noise += _upsampled_noise(rng, g.w, g.h, max(2, g.h // 40)) * _BLOTCH[lab]
+    noise *= st.noise
+    noise += _upsampled_noise(rng, g.w, g.h, max(4, g.h // 6)) * 4.0
+
+    # Contrast around mid-grey, then tint and brightness: one affine map per channel.
+    gain = np.asarray(st.tint, np.float32) * np.float32(st.brightness * rng.uniform(0.9, 1.1))
+    scale = gain * np.float32(st.contrast)
+    offset = gain * np.float32(128.0 * (1.0 - st.contrast))
+    col += noise[..., None]
+    col *= scale
+    col += offset
     np.clip(col, 0, 255, out=col)
     return col.astype(np.uint8)
 
