@@ -50,16 +50,16 @@ FULL = DemoPlan(
 )
 QUICK = DemoPlan(
     n_train=64,
-    n_val=12,
-    n_test=16,
+    n_val=8,
+    n_test=8,
     size=(192, 108),
     overrides=(
         "train.epochs=6",
-        "train.val_every_epochs=2",
+        "train.val_every_epochs=3",
         "augment.crop_size=96",
-        "eval.resize=384x216",
+        "eval.resize=native",
     ),
-    fit_images=16,
+    fit_images=8,
     panels=3,
 )
 

@@ -46,15 +46,29 @@ _CAR_COLORS = ((165, 28, 30), (32, 52, 140), (218, 218, 222), (32, 32, 36), (150
 _SHIRTS = ((42, 44, 92), (120, 34, 36), (200, 198, 188), (62, 62, 64), (34, 84, 64), (150, 120, 80))
 _TROUSERS = ((40, 40, 52), (92, 80, 62), (30, 30, 34), (70, 76, 98))
 _SKIN = ((205, 165, 135), (150, 105, 80), (110, 75, 55))
-_ANOMALY_COLORS = (
-    (255, 0, 210),
-    (0, 235, 255),
-    (160, 255, 0),
-    (140, 0, 255),
-    (255, 40, 120),
+_ANOMALY_MIX = (
+    (84, 84, 90),
+    (95, 135, 60),
+    (150, 140, 128),
+    (168, 162, 156),
+    (60, 112, 45),
+    (128, 98, 70),
+    (112, 112, 138),
+    (125, 115, 105),
 )
-"""Saturated hues that no known class uses; anomalies always carry one of them."""
-_ANOMALY_SECOND = (*_ANOMALY_COLORS, (250, 250, 250), (15, 15, 15))
+"""Road, grass, building, sidewalk, foliage, fence and wall colours that anomaly patchworks mix
+(pulled towards mid-grey), so no single known class explains an anomaly pixel."""
+_ANOMALY_MUTED = (
+    (150, 110, 160),
+    (90, 150, 140),
+    (170, 140, 80),
+    (125, 155, 85),
+    (165, 105, 115),
+    (95, 115, 165),
+)
+"""Mid-tone hues that lie between the class palettes, for gradient anomalies."""
+_ANOMALY_STYLE_P = (0.7, 0.15, 0.15)
+"""Probabilities of the patchwork, soft-blend and gradient anomaly appearances."""
 
 
 @dataclass(frozen=True)
@@ -456,59 +470,87 @@ def _clutter(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: 
         cv.rect(x + 1.3 * b - leg, y - 0.6 * b, x + 1.3 * b, y, OTHER, (50, 50, 50))
 
 
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Bilinearly interpolated noise with features about ``cell`` pixels wide, std <= 1."""
+    small = rng.standard_normal((int(h / cell) + 2, int(w / cell) + 2), dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32) / np.float32(cell)
+    xs = np.arange(w, dtype=np.float32) / np.float32(cell)
+    y0, x0 = ys.astype(np.intp), xs.astype(np.intp)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = small[y0][:, x0] * (1 - fx) + small[y0][:, x0 + 1] * fx
+    bottom = small[y0 + 1][:, x0] * (1 - fx) + small[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _anomaly_palette(rng: np.random.Generator, k: int) -> np.ndarray:
+    """``k`` distinct known-class colours with their brightness pulled towards mid-grey."""
+    pal = np.asarray(_ANOMALY_MIX, np.float32)[rng.choice(len(_ANOMALY_MIX), k, replace=False)]
+    return pal - 0.2 * (pal.mean(axis=1, keepdims=True) - 115.0)
+
+
 def _anomaly(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: float, d: float):
-    """An object unlike any known class: odd outline, saturated unusual hues, bold pattern."""
+    """An object unlike any known class, standing on the ground at (s, lat), about d px wide.
+
+    The outline is an irregular organic blob. The surface is one of: a patchwork of 3-5 px
+    cells and small rectangles mixing 5-8 known-class colours, a soft camouflage-like blend
+    of such colours, or a smooth low-contrast gradient between hues that no class uses. None
+    has the flat saturated areas or sharp stripes of signs, cars and road lines, so a model
+    trained on the known classes finds no class that fits (low max logit) rather than a
+    confident one.
+    """
     x, y = g.ground(s, lat)
-    aspect = rng.uniform(0.6, 1.6)
+    aspect = rng.uniform(0.5, 1.8)
     rx, ry = d / 2 * np.sqrt(aspect), d / 2 / np.sqrt(aspect)
-    shape = int(rng.integers(5))
-    ph = rng.uniform(0, 6.3, 3)
-    n = int(rng.integers(4, 8))
-    if shape == 0:  # irregular blob
+    ph = rng.uniform(0, 2 * np.pi, 3)
+    lobes = int(rng.integers(2, 6))
+    amp = rng.uniform(0.05, 0.22, 3)
 
-        def radius(t):
-            return 0.75 + 0.2 * np.sin(3 * t + ph[0]) + 0.12 * np.sin(5 * t + ph[1])
-    elif shape == 1:  # star
+    def radius(t: np.ndarray) -> np.ndarray:
+        return (
+            0.78
+            + amp[0] * np.sin(lobes * t + ph[0])
+            + amp[1] * np.sin((lobes + 2) * t + ph[1])
+            + 0.5 * amp[2] * np.sin(t + ph[2])
+        )
 
-        def radius(t):
-            return 0.45 + 0.55 * (0.5 + 0.5 * np.cos(n * t + ph[0])) ** 2
-    elif shape == 2:  # ring
-
-        def radius(t):
-            return np.ones_like(t)
-    elif shape == 3:  # spiky gear
-
-        def radius(t):
-            return 0.65 + 0.35 * np.abs(np.sin(n * t / 2 + ph[0]))
-    else:  # lobed flower
-
-        def radius(t):
-            return 0.6 + 0.4 * np.abs(np.cos(n * t / 2 + ph[0])) ** 0.5
-
-    mask, rho, _, xx, yy, bx, by = _polar_mask(rx, ry, radius)
-    if shape == 2:
-        mask &= rho >= rng.uniform(0.35, 0.55)
-    c1 = _pick(rng, _ANOMALY_COLORS)
-    c2 = _pick(rng, _ANOMALY_SECOND)
-    while np.array_equal(c1, c2):
-        c2 = _pick(rng, _ANOMALY_SECOND)
-    periods = max(1.5, rng.uniform(2.0, 5.0))
-    ang = rng.uniform(0, np.pi)
-    u = (xx * np.cos(ang) + yy * np.sin(ang)) * periods
-    v = (-xx * np.sin(ang) + yy * np.cos(ang)) * periods
-    pattern = int(rng.integers(4))
-    if pattern == 0:
-        second = (np.floor(u) + np.floor(v)) % 2 == 1
-    elif pattern == 1:
-        second = np.floor(u) % 2 == 1
-    elif pattern == 2:
-        second = (np.mod(u, 1) - 0.5) ** 2 + (np.mod(v, 1) - 0.5) ** 2 < 0.12
-    else:
-        second = np.floor(rho * periods * 1.5) % 2 == 1
-    col = np.where(second[..., None], c2, c1).astype(np.float32)
+    mask, _, _, xx, yy, bx, by = _polar_mask(rx, ry, radius)
+    hh, ww = mask.shape
+    style = int(rng.choice(3, p=_ANOMALY_STYLE_P))
+    if style == 0:  # patchwork: a grid of 3-5 px cells plus scattered 2-8 px rectangles
+        k = int(rng.integers(5, 9))
+        pal = _anomaly_palette(rng, k)
+        unit = g.h / 180.0
+        cell = max(2, round(unit * rng.uniform(3.0, 5.0)))
+        sel = rng.integers(0, k, (hh // cell + 1, ww // cell + 1))
+        sel = np.repeat(np.repeat(sel, cell, axis=0), cell, axis=1)[:hh, :ww]
+        n_rect = hh * ww // max(1, round(30 * unit * unit))
+        sizes = np.maximum(1, np.round(rng.uniform(2.0, 9.0, (n_rect, 2)) * unit)).astype(np.intp)
+        corners = rng.integers(0, (hh, ww), (n_rect, 2))
+        values = rng.integers(0, k, n_rect)
+        for (ry0, rx0), (rh, rw), v in zip(corners, sizes, values, strict=True):
+            sel[ry0 : ry0 + rh, rx0 : rx0 + rw] = v
+        col = pal[sel]
+    elif style == 1:  # soft blend of known-class colours
+        k = int(rng.integers(3, 5))
+        pal = _anomaly_palette(rng, k)
+        cell = max(2.0, g.h * rng.uniform(0.012, 0.028))
+        f = np.stack([_smooth_noise(rng, hh, ww, cell) for _ in range(k)], axis=-1)
+        wgt = np.exp(2.5 * f)
+        col = (wgt / wgt.sum(axis=-1, keepdims=True)) @ pal
+    else:  # smooth gradient between two in-between hues with low-contrast mottling
+        i, j = rng.choice(len(_ANOMALY_MUTED), 2, replace=False)
+        c1, c2 = (
+            np.asarray(_ANOMALY_MUTED[i], np.float32),
+            np.asarray(_ANOMALY_MUTED[j], np.float32),
+        )
+        t = np.clip((xx * np.cos(ph[2]) + yy * np.sin(ph[2])) * 0.5 + 0.5, 0.0, 1.0)[..., None]
+        col = c1 * (1 - t) + c2 * t
+        col += 10.0 * _smooth_noise(rng, hh, ww, max(2.0, min(hh, ww) / 4))[..., None]
+        cell = max(2, round(g.h / 180.0 * rng.uniform(3.0, 5.0)))
+        speck = rng.uniform(-1.0, 1.0, (hh // cell + 1, ww // cell + 1, 3)).astype(np.float32)
+        col += 60.0 * np.repeat(np.repeat(speck, cell, axis=0), cell, axis=1)[:hh, :ww]
     cy = y - ry * rng.uniform(0.6, 1.0)
-    cv.shade(x, y, rx, max(1.0, ry * 0.2), 0.6)
-    cv.paint(round(x) - bx, round(cy) - by, mask, ANOMALY_ID, col)
+    cv.paint(round(x) - bx, round(cy) - by, mask, ANOMALY_ID, col.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -551,6 +593,14 @@ def _finish(cv: Canvas, g: _Geometry, st: TownStyle, rng: np.random.Generator) -
 # ----------------------------------------------------------------------------- scene
 
 
+def _anomaly_rng(rng: np.random.Generator) -> np.random.Generator:
+    """A generator for anomalies, derived from ``rng``'s state without advancing ``rng``."""
+    try:
+        return np.random.Generator(rng.bit_generator.jumped())
+    except AttributeError:  # bit generators without jumps (SFC64)
+        return rng.spawn(1)[0]
+
+
 def render_scene(
     seed_or_rng: int | np.random.Generator,
     size: tuple[int, int],
@@ -563,7 +613,8 @@ def render_scene(
         seed_or_rng: an int seed (>= 0) or a numpy Generator (advanced in place).
         size: (width, height) in pixels.
         town: town folder name (``t1-3``, ``t4``, ``t5``, ``t6``) that sets the appearance.
-        anomalies: whether to place anomaly objects (about 80% of such scenes get 1-3).
+        anomalies: whether to place anomaly objects (about 80% of such scenes get 1-3);
+            the rest of the scene is the same either way.
 
     Returns:
         ``(rgb, ids)``: uint8 (H, W, 3) image and uint8 (H, W) class ids 0..13
@@ -622,21 +673,29 @@ def render_scene(
     for _ in range(int(rng.integers(1, 5))):
         lat = sidewalk_lat(any_side(), 0.3, 0.85)
         objects.append((rng.uniform(max(0.15, s_small), 0.95), _clutter, (lat,)))
-    if anomalies and rng.random() < 0.8:
-        n = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
-        d_max = float(np.sqrt(0.1 * w * h * 4 / np.pi))
-        for _ in range(n):
-            s = rng.uniform(0.15, 1.0)
-            if rng.random() < 0.65:
-                lat = rng.uniform(-0.85, 0.85) * g.rw
-            else:
-                lat = sidewalk_lat(any_side(), 0.2, 0.8)
-            d = float(np.clip(s * h * 0.6 * np.exp(rng.uniform(np.log(0.06), 0.0)), 3.0, d_max))
-            objects.append((s, _anomaly, (lat, d)))
+    arng = rng
+    if anomalies:
+        # Anomalies draw from their own generator, so the known-class content of a test
+        # scene is the same as without anomalies (apart from the pixels they cover).
+        arng = _anomaly_rng(rng)
+        if arng.random() < 0.8:
+            n = 1 + int(arng.random() < 0.3) + int(arng.random() < 0.1)
+            d_max = float(np.sqrt(0.1 * w * h * 4 / np.pi))  # a disc of 10% of the image
+            for _ in range(n):
+                s = arng.uniform(0.15, 1.0)
+                side = 1 if arng.random() < 0.5 else -1
+                if arng.random() < 0.65:
+                    lat = arng.uniform(-0.85, 0.85) * g.rw
+                else:
+                    lat = side * (g.rw + g.sw * arng.uniform(0.2, 0.8))
+                d = float(
+                    np.clip(s * h * np.exp(arng.uniform(np.log(0.065), np.log(1.08))), 3.0, d_max)
+                )
+                objects.append((s, _anomaly, (lat, d)))
 
     # Far to near, so nearer objects occlude farther ones; sorting is stable, so the order
     # (and every random draw made while drawing) depends only on the seed.
     objects.sort(key=lambda o: o[0])
     for s, draw, args in objects:
-        draw(cv, g, rng, s, *args)
+        draw(cv, g, arng if draw is _anomaly else rng, s, *args)
     return _finish(cv, g, st, rng), cv.label

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hazardseg.data.classes import ODGT_NAMES, SPLITS, TOWNS, ids_to_png
 from hazardseg.data.synth_scene import check_size, render_scene
 from hazardseg.errors import ConfigError, DataError
-from hazardseg.io import atomic_write_bytes, atomic_write_text
+from hazardseg.io import atomic_path, atomic_write_text
 
 __all__ = ["Job", "generate_dataset", "image_seed", "parse_size", "plan_split", "render_scene"]
 
@@ -88,6 +88,13 @@ def _encode_png(array: np.ndarray, mode: str) -> bytes:
     return buf.getvalue()
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    # Atomic (never half-written) but not fsynced: the .odgt files, written last and
+    # durably, are what marks a finished dataset.
+    with atomic_path(path, durable=False) as tmp:
+        tmp.write_bytes(data)
+
+
 def _render_and_write(args: tuple[Job, str, tuple[int, int], bool]) -> dict:
     job, root, size, rgba = args
     rgb, ids = render_scene(job.seed, size, job.town, anomalies=job.split == "test")
@@ -99,8 +106,8 @@ def _render_and_write(args: tuple[Job, str, tuple[int, int], bool]) -> dict:
         image = _encode_png(rgb, "RGB")
     img_rel = f"{top}/images/{sub}/{job.rel}"
     seg_rel = f"{top}/annotations/{sub}/{job.rel}"
-    atomic_write_bytes(Path(root) / img_rel, image)
-    atomic_write_bytes(Path(root) / seg_rel, _encode_png(ids_to_png(ids), "L"))
+    _write_file(Path(root) / img_rel, image)
+    _write_file(Path(root) / seg_rel, _encode_png(ids_to_png(ids), "L"))
     return {
         "fpath_img": img_rel,
         "fpath_segm": seg_rel,

@@ -339,9 +339,8 @@ def comparison_grid(
         if key in keys:
             col = keys.index(key)
             mappable = ScalarMappable(norm=Normalize(lo, hi), cmap=cmap)
-            cb = fig.colorbar(
-                mappable, ax=list(axes[:, col]), orientation="horizontal", fraction=0.03, pad=0.01
-            )
+            cax = axes[-1, col].inset_axes((0.05, -0.16, 0.9, 0.07))
+            cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
             cb.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
