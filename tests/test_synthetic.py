@@ -161,7 +161,8 @@ def test_anomalies_leave_known_content_unchanged() -> None:
 
 
 def test_rgba_option(tmp_path: Path) -> None:
-    generate_dataset(tmp_path / "r", 1, 0, 1, size=SIZE, seed=0, rgba=True, progress=False)
+    out = generate_dataset(tmp_path / "r", 1, 0, 1, size=SIZE, seed=0, rgba=True, progress=False)
+    assert out == tmp_path / "r"
     img = Image.open(tmp_path / "r/train/images/training/t1-3/1.png")
     assert img.mode == "RGBA"
     assert (np.asarray(img)[..., 3] == 255).all()

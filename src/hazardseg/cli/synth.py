@@ -29,7 +29,7 @@ def synth(
     """Generate procedural StreetHazards-format street scenes (anomalies only in test)."""
     from hazardseg.data.synthetic import generate_dataset, parse_size
 
-    counts = generate_dataset(
+    root = generate_dataset(
         out,
         train,
         val,
@@ -41,8 +41,7 @@ def synth(
         overwrite=overwrite,
         workers=workers,
     )
-    total = sum(counts.values())
     typer.echo(
-        f"wrote {total} images to {out} (train {counts['train']}, "
-        f"validation {counts['validation']}, test {counts['test']})"
+        f"wrote {train + val + test} images to {root} (train {train}, validation {val}, "
+        f"test {test})"
     )

@@ -69,6 +69,8 @@ _ANOMALY_MUTED = (
 """Mid-tone hues that lie between the class palettes, for gradient anomalies."""
 _ANOMALY_STYLE_P = (0.7, 0.15, 0.15)
 """Probabilities of the patchwork, soft-blend and gradient anomaly appearances."""
+_ANOMALY_CONFETTI = (65.0, 70.0, 80.0)
+"""Amplitude (grey levels per channel) of the colour confetti laid over each appearance."""
 
 
 @dataclass(frozen=True)
@@ -546,9 +548,11 @@ def _anomaly(cv: Canvas, g: _Geometry, rng: np.random.Generator, s: float, lat: 
         t = np.clip((xx * np.cos(ph[2]) + yy * np.sin(ph[2])) * 0.5 + 0.5, 0.0, 1.0)[..., None]
         col = c1 * (1 - t) + c2 * t
         col += 10.0 * _smooth_noise(rng, hh, ww, max(2.0, min(hh, ww) / 4))[..., None]
-        cell = max(2, round(g.h / 180.0 * rng.uniform(3.0, 5.0)))
-        speck = rng.uniform(-1.0, 1.0, (hh // cell + 1, ww // cell + 1, 3)).astype(np.float32)
-        col += 60.0 * np.repeat(np.repeat(speck, cell, axis=0), cell, axis=1)[:hh, :ww]
+    # Colour confetti: independent per-channel offsets on 3-5 px cells (at 180 rows).
+    cell = max(2, round(g.h / 180.0 * rng.uniform(3.0, 5.0)))
+    speck = rng.uniform(-1.0, 1.0, (hh // cell + 1, ww // cell + 1, 3)).astype(np.float32)
+    amount = _ANOMALY_CONFETTI[style] * rng.uniform(0.8, 1.2)
+    col = col + amount * np.repeat(np.repeat(speck, cell, axis=0), cell, axis=1)[:hh, :ww]
     cy = y - ry * rng.uniform(0.6, 1.0)
     cv.paint(round(x) - bx, round(cy) - by, mask, ANOMALY_ID, col.astype(np.float32))
 

@@ -148,13 +148,13 @@ def generate_dataset(
     progress: bool = True,
     overwrite: bool = False,
     workers: int = 1,
-) -> dict[str, int]:
+) -> Path:
     """Write a StreetHazards-format tree of synthetic scenes under ``out``.
 
     Layout, towns, .odgt files (one JSON object per line) and label encoding (PNG values
     1..14) follow the official dataset; anomalies (value 14) occur only in the test split.
     A non-empty ``out`` is refused unless ``overwrite`` (which replaces ``out/train`` and
-    ``out/test`` and leaves other files alone). Returns the number of images per split.
+    ``out/test`` and leaves other files alone). Returns ``out`` as a Path.
     """
     counts = {
         "train": _check_count("n_train (--train)", n_train),
@@ -189,4 +189,4 @@ def generate_dataset(
         if counts[split]:
             text = "".join(json.dumps(row) + "\n" for row in rows)
             atomic_write_text(root / ODGT_NAMES[split], text)
-    return counts
+    return root
