@@ -34,6 +34,7 @@ from hazardseg.data.classes import (
     ids_to_png,
     png_to_ids,
 )
+from hazardseg.data.imageio import load_image, open_image
 from hazardseg.errors import DataError
 
 __all__ = [
@@ -194,27 +195,10 @@ def discover_samples(root: str | Path, split: str, use_odgt: bool = True) -> lis
     return samples
 
 
-def _open_png(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt image ({exc}); expected a PNG") from None
-    return img
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Load an image as PIL RGB (an alpha channel is dropped)."""
-    img = _open_png(Path(path))
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 def load_label_values(path: str | Path) -> np.ndarray:
     """Load an annotation PNG as an (H, W) uint8 array of raw PNG values (0..14)."""
     path = Path(path)
-    img = _open_png(path)
+    img = open_image(path)
     if img.mode not in ("L", "P", "I", "I;16", "1"):
         raise DataError(f"{path}: annotation has mode {img.mode}; expected a single-channel PNG")
     values = np.asarray(img)

@@ -12,18 +12,18 @@ follows the output size, not the full image.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from hazardseg.config import AugmentConfig
 from hazardseg.data.classes import IGNORE_INDEX
+from hazardseg.data.imageio import load_image as load_image
 from hazardseg.errors import ConfigError, DataError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -51,22 +51,6 @@ def denormalize(t: torch.Tensor) -> torch.Tensor:
     """Invert :func:`normalize`; the result is clamped to [0, 1] for display."""
     mean, std = _stats(t)
     return (t * std + mean).clamp(0.0, 1.0)
-
-
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as PIL RGB (alpha dropped); DataError if it cannot be decoded."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "RGB":
-                return img.copy()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise DataError(f"{path}: {img.mode} images are not supported; expected RGB")
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
 def _image_tensor(image: ImageLike) -> torch.Tensor:
