@@ -28,7 +28,7 @@ def test_demo_config_applies_quick_plan(tmp_path):
     cfg = demo_config(QUICK, tmp_path / "data", workers=0)
     assert cfg.model.name == "lraspp_mobilenet_v3" and cfg.model.pretrained is None
     assert cfg.data.root == str(tmp_path / "data")
-    assert cfg.train.epochs == 6 and cfg.eval.resize == "native"
+    assert cfg.train.epochs == 10 and cfg.eval.resize == "native"
 
 
 def test_demo_refuses_non_empty_out(tmp_path):
@@ -46,7 +46,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert Path(summary["report"]).is_file()
     assert summary["report"].endswith("report.html")
     assert sum(" 7/7 report" in line for line in lines) == 1
-    assert summary["miou"] > 0.1  # an untrained model stays near 0.01-0.05
+    assert summary["miou"] > 0.2  # an untrained model stays near 0.01-0.05; measured 0.35
+    assert summary["methods"]["max_logit"]["auroc"] > 0.6  # measured 0.76
     assert set(summary["methods"]) >= {"msp", "max_logit", "energy", "entropy"}
     for metrics in summary["methods"].values():
         for v in metrics.values():

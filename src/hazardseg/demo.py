@@ -49,17 +49,17 @@ FULL = DemoPlan(
     panels=6,
 )
 QUICK = DemoPlan(
-    n_train=64,
-    n_val=8,
-    n_test=8,
+    n_train=160,
+    n_val=16,
+    n_test=24,
     size=(192, 108),
     overrides=(
-        "train.epochs=6",
-        "train.val_every_epochs=3",
+        "train.epochs=10",
+        "train.val_every_epochs=5",
         "augment.crop_size=96",
         "eval.resize=native",
     ),
-    fit_images=8,
+    fit_images=16,
     panels=3,
 )
 
