@@ -189,7 +189,11 @@ def _torch_load(path: Path) -> Any:
                 "weights_only=True and only accepts tensors and plain values (re-save the "
                 "state dict with torch.save(model.state_dict(), path))"
             ) from exc
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from exc
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text else ""
+        detail = detail.split("  Check the documentation")[0].strip() or type(exc).__name__
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint, or not a PyTorch file ({detail})"
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first})") from exc
