@@ -70,9 +70,10 @@ def test_console_script_module_entry() -> None:
 def test_atomic_write_respects_umask(tmp_path: Path) -> None:
     import os
 
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "m.txt", "x")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644
+    from hazardseg import io
+
+    atomic_write_text(tmp_path / "m.txt", "x")
+    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o666 & ~io._UMASK
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert mask == io._UMASK  # reading the umask at import left it unchanged

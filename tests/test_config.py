@@ -66,6 +66,7 @@ def test_overrides() -> None:
         ("train=1", "is a section"),
         ("train.lr.x=1", "has no sub-keys"),
         ("novalue", "expected key=value"),
+        ("train.amp=off", "train.amp: expected a string, got the YAML boolean False"),
     ],
 )
 def test_bad_overrides(override: str, message: str) -> None:

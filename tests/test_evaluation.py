@@ -200,6 +200,13 @@ def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
     tp = int(((st >= t) & y).sum())
     assert cal["recall"] == pytest.approx(tp / y.sum())
     assert res["methods"]["msp"]["calibrated"] is None
+    assert res["methods"]["sml"]["calibrated"] is not None
+    # refitting SML on other data changes its score scale: its old threshold must not be used
+    res3 = evaluate(
+        setup["ckpt"], setup["root"], "test", "sml", None, fit_images=2, state_path=state
+    )
+    assert res3["evaluation"]["state_restored"] == []
+    assert res3["methods"]["sml"]["calibrated"] is None
 
 
 def test_cli_evaluate_and_errors(setup, capsys) -> None:

@@ -46,7 +46,9 @@ def _train_args(root: Path, run: Path, *extra: str) -> list[str]:
     return args
 
 
-def test_torchrun_two_processes_gloo(shared_tiny_tree: Path, tmp_path: Path) -> None:
+def test_torchrun_two_processes_gloo(
+    shared_tiny_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "hazardseg", *_train_args(shared_tiny_tree, run)]  # fmt: skip
@@ -66,6 +68,12 @@ def test_torchrun_two_processes_gloo(shared_tiny_tree: Path, tmp_path: Path) -> 
     model, _ = load_model(run / "best.pt")
     best = max(x["miou"] for x in r if x["kind"] == "val")
     assert reference_miou(model, shared_tiny_tree) == pytest.approx(best, abs=1e-9)
+    # continuing this 2-process run in 1 process would change the schedule: refused
+    from hazardseg.cli import main
+
+    capsys.readouterr()
+    assert main([*_train_args(shared_tiny_tree, run, "train.epochs=3"), "--resume"]) == 2
+    assert "trained with 2 process(es); resume it with the same number" in capsys.readouterr().err
 
 
 def test_sigkill_leaves_loadable_checkpoint_and_resume_completes(

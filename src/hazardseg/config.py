@@ -192,6 +192,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(
+                f"{where}: expected a string, got the YAML boolean {value!r} "
+                f'(quote it, e.g. {where.rsplit(".", 1)[-1]}: "{str(value).lower()}")'
+            )
         if isinstance(value, dict | list):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)

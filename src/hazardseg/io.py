@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# Read once at import: changing the umask later, even briefly, would race with other threads
+# creating files.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -35,7 +40,7 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -15,7 +15,9 @@ def init_from_env(device: torch.device) -> bool:
         return False
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    # Accumulators keep small control tensors (and histograms) on the CPU, so CUDA runs need
+    # gloo for CPU tensors beside nccl for GPU tensors.
+    backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
@@ -71,7 +73,11 @@ def barrier() -> None:
 def default_device(device: str | None = None) -> torch.device:
     """``device`` or, for None/"auto", this rank's CUDA device when available, else the CPU."""
     if device not in (None, "auto"):
-        return torch.device(device)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            # one GPU per torchrun process: a bare "cuda" means this rank's GPU
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")

@@ -113,6 +113,8 @@ def prepare_methods(
     fitted_states = dist.broadcast_object(fitted_states)
     for name in todo:
         methods[name].load_state_dict(fitted_states[name])
+        # a refitted method has a new score scale: its old calibrated threshold is invalid
+        state.setdefault("thresholds", {}).pop(name, None)
         state["methods"][name] = {
             "options": dict(methods[name].options),
             "fit": dict(fit[name]),

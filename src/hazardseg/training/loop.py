@@ -356,10 +356,19 @@ def _restore(
     scheduler: Scheduler,
     scaler: torch.amp.GradScaler,
     device: torch.device,
+    world_size: int = 1,
 ) -> RunState:
     from hazardseg.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
+    saved_world = int((ckpt.get("extra") or {}).get("world_size", world_size))
+    if saved_world != world_size:
+        # iterations per epoch, the poly schedule's length and the global batch all depend on
+        # the number of processes: a different count cannot continue the same run
+        raise ConfigError(
+            f"{path}: this run was trained with {saved_world} process(es); resume it with "
+            f"the same number (now {world_size})"
+        )
     try:
         model.load_state_dict(ckpt["model"])
         if ckpt.get("optimizer") is not None:
@@ -417,14 +426,24 @@ def _fit(
     stopper = EarlyStopping(t.early_stopping_patience, t.early_stopping_min_delta)
     state = RunState()
     if resume_from is not None:
-        state = _restore(resume_from, raw_model, optimizer, scheduler, scaler, ctx.device)
+        state = _restore(
+            resume_from,
+            raw_model,
+            optimizer,
+            scheduler,
+            scaler,
+            ctx.device,
+            world_size=ctx.world_size,
+        )
         if state.early_stopping:
             stopper.load_state_dict(state.early_stopping)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(raw_model, device_ids=ids)
+        # an aux head whose loss weight is 0 gets no gradient: DDP must be told
+        unused = bool(getattr(raw_model, "has_aux", False)) and t.aux_weight == 0
+        model = DistributedDataParallel(raw_model, device_ids=ids, find_unused_parameters=unused)
 
     class_names = class_names_for(cfg.model.num_classes)
     log = None
