@@ -174,3 +174,19 @@ def test_unsafe_and_bad_archives_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"junk\.tar: cannot extract"):
         extract_archive(junk, tmp_path / "root")
     assert main(["data", "download", str(tmp_path / "r"), "--from-archive", "missing.tar"]) == 2
+
+
+def test_download_that_does_not_extract_is_removed(tmp_path: Path) -> None:
+    from hazardseg.data.download import download_dataset
+    from hazardseg.errors import DataError
+
+    srv = _Server({"cut.tar": b"not a tar archive " * 64})
+    try:
+        root = tmp_path / "data"
+        with pytest.raises(DataError, match="removed the downloaded file; run again"):
+            download_dataset(
+                root, urls={"train": f"{srv.url}/cut.tar"}, parts=("train",), progress=False
+            )
+        assert not (root / "cut.tar").exists() and not list(root.glob("*.part"))
+    finally:
+        srv.close()

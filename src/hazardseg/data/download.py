@@ -236,7 +236,15 @@ def download_dataset(
             downloaded.append(dest)
     placed: list[str] = []
     for f in files:
-        placed.extend(extract_archive(f, root))
+        try:
+            placed.extend(extract_archive(f, root))
+        except DataError as exc:
+            if f in downloaded:
+                # a download cut short without a length header looks complete; remove it so
+                # the next run fetches it again instead of failing on the same file forever
+                f.unlink(missing_ok=True)
+                raise DataError(f"{exc} (removed the downloaded file; run again)") from None
+            raise
     if not keep_archives:
         for f in downloaded:
             f.unlink(missing_ok=True)
