@@ -94,8 +94,15 @@ def validate_config(cfg: ExperimentConfig) -> None:
     """Raise ConfigError/DataError/HazardsegError for settings that cannot train."""
     from hazardseg.models import get_model_spec
 
-    get_model_spec(cfg.model.name)
+    spec = get_model_spec(cfg.model.name)
     t = cfg.train
+    if spec.family in ("deeplabv3", "deeplabv3plus") and t.batch_size < 2 and not t.sync_bn:
+        # ASPP's image-pooling branch applies BatchNorm to a 1x1 map: one image per step
+        # leaves a single value per channel, which BatchNorm cannot normalise in training
+        raise ConfigError(
+            f"train.batch_size={t.batch_size}: {cfg.model.name} needs at least 2 images per "
+            "process (BatchNorm in the ASPP pooling branch); raise it or set train.sync_bn=true"
+        )
     if cfg.data.root is None or not str(cfg.data.root).strip():
         raise ConfigError("data.root is not set: pass --data ROOT or set data.root in the config")
     if not Path(cfg.data.root).is_dir():
