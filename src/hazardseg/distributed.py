@@ -123,6 +123,13 @@ def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank, in place."""
+    if ctx.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
 def all_ranks_ok(ctx: DistContext, ok: bool) -> bool:
     """Return True only if ``ok`` holds on every rank (lets all ranks fail together)."""
     if not ctx.enabled:

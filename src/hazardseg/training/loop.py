@@ -597,6 +597,9 @@ class _Run:
 
     def _validate(self, epoch: int, val_loader) -> None:
         state = self.state
+        # every rank scores its shard with rank 0's BatchNorm statistics, i.e. with the model
+        # that best.pt will hold
+        distributed.broadcast_buffers(self.ctx, self.raw_model)
         batches = tqdm(
             val_loader, desc="validation", disable=not self.progress, dynamic_ncols=True,
             leave=False,
