@@ -315,3 +315,19 @@ def test_input_shape_error_suggests_fix() -> None:
         model(torch.randn(3, 64, 64))
     with pytest.raises(HazardsegError, match="float image batch"):
         model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_evaluation_forward_cpu_is_the_plain_forward() -> None:
+    from hazardseg.models.inference import evaluation_forward
+
+    model = create_model("lraspp_mobilenet_v3").eval()
+    x = torch.randn(2, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(x, return_features=True)
+        logits, feats = evaluation_forward(model, x, "cpu", features=True)
+        assert torch.equal(logits, ref["out"]) and torch.equal(feats, ref["features"])
+        assert evaluation_forward(model, x, "cpu")[1] is None
+        low, _ = evaluation_forward(model, x, "cpu", precision="bf16")
+    assert low.dtype == torch.float32 and low.shape == ref["out"].shape
+    agree = (low.argmax(1) == ref["out"].argmax(1)).float().mean().item()
+    assert agree > 0.9

@@ -28,6 +28,7 @@ from hazardseg.evaluation import dist
 from hazardseg.evaluation.methods import build_methods, prepare_methods
 from hazardseg.evaluation.run import check_options
 from hazardseg.metrics.ood import PooledOOD, evaluation_masks
+from hazardseg.models.inference import evaluation_forward
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,10 @@ def calibrate(
             batches = tqdm(loader, desc=f"calibrate {split}", unit="batch", leave=False)
         with torch.inference_mode():
             for batch in batches:
-                x, mask = batch["image"].to(dev), batch["mask"].to(dev)
-                out = model(x, return_features=True) if need_features else model(x)
-                logits = out["out"].float()
+                mask = batch["mask"].to(dev)
+                logits, feats = evaluation_forward(
+                    model, batch["image"], dev, features=need_features
+                )
                 if logits.shape[-2:] != mask.shape[-2:]:
                     logits = F.interpolate(
                         logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
@@ -122,7 +124,7 @@ def calibrate(
                 is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
                 known = valid & ~is_anom
                 for n, m in selected.items():
-                    s = m.score(logits, out.get("features"))
+                    s = m.score(logits, feats)
                     nonfinite[n] += int((~torch.isfinite(s) & known).sum())
                     pooled[n].update(s, torch.zeros_like(known), known)
         for n in selected:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hazardseg.errors import HazardsegError
+from hazardseg.models.inference import evaluation_forward
 
 
 class AnomalyMethod:
@@ -88,11 +89,8 @@ def model_outputs(
                 x = batch["image"]
                 if max_images is not None:
                     x = x[: max_images - seen]
-                x = x.to(device)
-                out = model(x, return_features=True) if features else model(x)
                 seen += x.shape[0]
-                feats = out["features"].float() if features else None
-                yield out["out"].float(), feats
+                yield evaluation_forward(model, x, device, features=features)
     finally:
         model.train(was_training)
     if seen == 0:

@@ -38,6 +38,7 @@ from hazardseg.evaluation.methods import build_methods, calibrated_thresholds, p
 from hazardseg.evaluation.report import method_section, results_document, summary_table
 from hazardseg.metrics.ood import evaluation_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.models.inference import evaluation_forward
 from hazardseg.results import save_results
 
 log = logging.getLogger(__name__)
@@ -247,15 +248,14 @@ def _evaluate(
             for batch in _progress(loader, len(loader), show, f"evaluate {split}"):
                 t0 = time.perf_counter()
                 times["data_s"] += t0 - t_prev
-                x = batch["image"].to(device)
                 mask = batch["mask"].to(device)
-                out = model(x, return_features=True) if need_features else model(x)
-                logits = out["out"].float()
+                logits, feats = evaluation_forward(
+                    model, batch["image"], device, features=need_features
+                )
                 if logits.shape[-2:] != mask.shape[-2:]:
                     logits = F.interpolate(
                         logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
                     )
-                feats = out.get("features") if need_features else None
                 _sync(device)
                 t1 = time.perf_counter()
                 scores = {n: m.score(logits, feats) for n, m in methods.items()}

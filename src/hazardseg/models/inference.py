@@ -68,3 +68,33 @@ def to_model_input(
     """Move a float (N,3,H,W) batch to ``device`` in the memory format the model was prepared in."""
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def evaluation_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: str | torch.device,
+    *,
+    features: bool = False,
+    precision: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The evaluation forward pass: ``(logits float32, features float32 or None)``.
+
+    On CUDA the model and input use channels_last (the model is converted once, in place)
+    and ``precision`` "auto" autocasts to bf16. On the CPU "auto" keeps the plain fp32,
+    contiguous forward, so CPU scores equal a plain ``model(x)`` bit for bit. "fp32",
+    "bf16" or "fp16" force a precision on any device. Call under ``torch.inference_mode()``.
+    """
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    dtype: str | None = precision
+    if precision == "auto":
+        dtype = "bf16" if cuda else None
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    inp = to_model_input(x, dev, channels_last=cuda)
+    with autocast_context(dev, dtype):
+        out = model(inp, return_features=True) if features else model(inp)
+    logits = out["out"].float().contiguous()
+    feats = out["features"].float().contiguous() if features else None
+    return logits, feats
