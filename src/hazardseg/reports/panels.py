@@ -11,10 +11,8 @@ Panel keys, in drawing order: ``input``, ``ground_truth``, ``prediction``, ``ove
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -33,7 +31,7 @@ from hazardseg.data.classes import (
     PALETTE,
     colorize,
 )
-from hazardseg.io import atomic_path
+from hazardseg.reports.plots import save_figure as save_figure
 
 PANEL_TAG = "hazardseg-panel:"
 """Prefix of the label of every panel axes (colour-bar axes do not carry it)."""
@@ -357,16 +355,3 @@ def _validate(s: PanelData) -> None:
         _check_same_size(s.image, s.gt, "gt")
     if s.score is not None:
         _check_same_size(s.image, s.score, "score")
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Write ``fig`` atomically (format from the file suffix, PNG by default), release it and
-    return the path."""
-    target = Path(path)
-    fmt = target.suffix.lstrip(".").lower() or "png"
-    try:
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-    finally:
-        fig.clear()
-    return target
