@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hazardseg.data.classes import ODGT_NAMES, SPLITS, TOWNS
@@ -88,3 +90,12 @@ def tiny_tree(tmp_path: Path) -> Path:
 def shared_tiny_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny tree shared by the whole session; do not modify it."""
     return make_tiny_tree(tmp_path_factory.mktemp("shared") / "sh")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: tiny tensors gain nothing from more, and the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

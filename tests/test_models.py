@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,10 @@ from hazardseg.models.inference import autocast_context, prepare_for_inference, 
 from hazardseg.models.pretrained import expected_location
 from hazardseg.models.registry import get_model_spec
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LIGHT = ["lraspp_mobilenet_v3", "deeplabv3_resnet50", "deeplabv3plus_resnet50", "segformer_b0"]
 HEAVY = [name for name in list_models() if name not in LIGHT]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one thread: the test machine's cores are shared by parallel jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.models.checkpoint import load_checkpoint, load_model
 from hazardseg.training import fit, loop
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BASE = [
     "model.name=lraspp_mobilenet_v3",
     "data.num_workers=0",
@@ -30,15 +31,6 @@ BASE = [
     "train.log_every_iters=1",
     "train.seed=3",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is fastest and avoids spinning on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_cfg(root: Path, *extra: str) -> ExperimentConfig:
