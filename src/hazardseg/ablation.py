@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from hazardseg.config import ExperimentConfig, apply_overrides, config_to_dict
+from hazardseg.config import ExperimentConfig, apply_overrides, config_to_dict, read_yaml_file
 from hazardseg.errors import ConfigError
 from hazardseg.io import atomic_write_json, atomic_write_text
 
@@ -58,12 +57,7 @@ def parse_seeds(text: str) -> list[int]:
 def load_grid(path: str | os.PathLike[str]) -> Grid:
     """Read and check the shape of a grid file (keys are checked by :func:`variant_configs`)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"grid file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    data = read_yaml_file(p, "grid file")
     if not isinstance(data, dict) or set(data) - {"variants", "seeds"}:
         raise ConfigError(f"{p}: expected top-level keys 'variants' and optional 'seeds'")
     variants = data.get("variants")
