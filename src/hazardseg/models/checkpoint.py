@@ -32,6 +32,7 @@ from hazardseg import __version__
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
 from hazardseg.errors import CheckpointError
 from hazardseg.io import atomic_path
+from hazardseg.models.pretrained import check_state_keys
 from hazardseg.models.registry import build_on_meta, create_model, get_model_spec, list_models
 
 FORMAT = "hazardseg-checkpoint"
@@ -279,25 +280,17 @@ def load_state_into(model: nn.Module, state: Mapping[str, Tensor], path: Path) -
     Returns whether the auxiliary head was loaded.
     """
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    aux_missing = [k for k in missing if k.startswith(AUX_PREFIX)]
-    missing = [k for k in missing if not k.startswith(AUX_PREFIX)]
-    if aux_missing and len(aux_missing) != sum(k.startswith(AUX_PREFIX) for k in own):
-        missing += aux_missing
-        aux_missing = []
     name = getattr(model, "name", type(model).__name__)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: state dict does not match {name}: {len(missing)} missing keys "
-            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}"
-        )
-    for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(value.shape)}, {name} expects "
-                f"{tuple(own[key].shape)}"
-            )
+    # the aux head may be absent as a whole, never in part
+    aux_own = [k for k in own if k.startswith(AUX_PREFIX)]
+    whole_aux_absent = bool(aux_own) and not any(k in state for k in aux_own)
+    aux_missing = check_state_keys(
+        own,
+        state,
+        f"{path}: state dict does not match {name}",
+        f"{path}: {name} weight",
+        tolerated_missing=(AUX_PREFIX,) if whole_aux_absent else (),
+    )
     if aux_missing:
         message = (
             f"{path}: no auxiliary head weights ({AUX_PREFIX}*) in the state dict; "

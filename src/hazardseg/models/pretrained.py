@@ -120,6 +120,36 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     return dict(state)
 
 
+def check_state_keys(
+    own: Mapping[str, Tensor],
+    state: Mapping[str, Tensor],
+    mismatch: str,
+    weight: str,
+    tolerated_missing: tuple[str, ...] = (),
+) -> list[str]:
+    """Raise CheckpointError unless ``state`` has exactly ``own``'s keys and shapes.
+
+    ``mismatch`` starts the key-mismatch message ("FILE: state dict does not match NAME"),
+    ``weight`` the shape message ("FILE: backbone weight"). Missing keys starting with one of
+    ``tolerated_missing`` are allowed and returned.
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    tolerated = [k for k in missing if tolerated_missing and k.startswith(tolerated_missing)]
+    missing = [k for k in missing if k not in tolerated]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{mismatch}: {len(missing)} missing keys {missing[:4]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:4]}"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise CheckpointError(
+                f"{weight} {key!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
+    return tolerated
+
+
 def load_backbone_weights(
     module: nn.Module,
     state: Mapping[str, Tensor],
@@ -137,19 +167,11 @@ def load_backbone_weights(
         new = rename(key)
         if new is not None:
             mapped[new] = value
-    own = module.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: backbone weights do not match: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}"
-        )
-    for key, value in mapped.items():
-        if own[key].shape != value.shape:
-            raise CheckpointError(
-                f"{path}: backbone weight {key!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(own[key].shape)}"
-            )
+    check_state_keys(
+        module.state_dict(),
+        mapped,
+        f"{path}: backbone weights do not match",
+        f"{path}: backbone weight",
+    )
     # nn.Module's own loader: some encoders override load_state_dict with another signature.
     nn.Module.load_state_dict(module, mapped, strict=True)
