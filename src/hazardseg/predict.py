@@ -27,6 +27,8 @@ from hazardseg.anomaly.state import (
     restore_methods,
 )
 from hazardseg.data.classes import ANOMALY_ID, PALETTE, colorize
+from hazardseg.data.inputs import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from hazardseg.data.inputs import collect_images as collect_images
 from hazardseg.data.transforms import build_eval_transform, load_image
 from hazardseg.errors import CheckpointError, DataError, HazardsegError
 from hazardseg.io import atomic_path, atomic_write_json
@@ -35,7 +37,6 @@ from hazardseg.reports.panels import heatmap_rgb, overlay_segmentation, score_ra
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PAD_MULTIPLE = 32
 """Inputs are padded (edge replication) to a multiple of this, then the maps are cropped."""
 
@@ -122,30 +123,6 @@ class MapPredictor:
             confidence=conf[0].numpy().astype(np.float32),
             score=score[0].numpy().astype(np.float32),
         )
-
-
-def collect_images(inputs: list[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
-    """Expand files and folders (searched recursively for PNG/JPEG) into ``(path, key)``
-    pairs; ``key`` names the outputs (path below the folder, or the file name, without
-    suffix; duplicates get ``_2``, ``_3``...)."""
-    found: list[tuple[Path, str]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise DataError(f"{p}: no PNG or JPEG images in this folder")
-            found += [(f, f.relative_to(p).with_suffix("").as_posix()) for f in files]
-        elif p.is_file():
-            found.append((p, p.stem))
-        else:
-            raise DataError(f"input not found: {p} (expected an image file or a folder)")
-    seen: dict[str, int] = {}
-    unique = []
-    for path, key in found:
-        seen[key] = seen.get(key, 0) + 1
-        unique.append((path, key if seen[key] == 1 else f"{key}_{seen[key]}"))
-    return unique
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
