@@ -15,7 +15,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from hazardseg.data.classes import ODGT_NAMES, PNG_MAX_VALUE, SPLITS
-from hazardseg.data.streethazards import check_split_name, natural_key, read_odgt, split_dirs
+from hazardseg.data.imageio import check_image_size
+from hazardseg.data.inputs import is_regular_file
+from hazardseg.data.streethazards import (
+    check_split_name,
+    index_sample,
+    natural_key,
+    read_odgt_entries,
+    split_dirs,
+)
 from hazardseg.errors import DataError
 
 ANOMALY_PNG_VALUE = PNG_MAX_VALUE
@@ -68,37 +76,57 @@ class _PairResult(NamedTuple):
     problems: tuple[str, ...]
 
 
+def _open_checked(path: str) -> Image.Image:
+    """Open an image lazily after checking its header size; DataError for bombs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{path}: refused as a decompression bomb ({exc})") from None
+    try:
+        check_image_size(img.width, img.height, path)
+    except DataError:
+        img.close()
+        raise
+    return img
+
+
 def _inspect_pair(job: tuple[str, str, bool]) -> _PairResult:
     """Read one image header (+ CRC verify) and decode its annotation."""
     image_path, label_path, anomaly_allowed = job
     problems: list[str] = []
     image_size = label_size = None
     values: tuple[int, ...] = ()
+    arr = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(image_path) as img:
+            with _open_checked(image_path) as img:
                 image_size = img.size
                 mode = img.mode
                 img.verify()
             if mode not in ("RGB", "RGBA"):
                 problems.append(f"{image_path}: image mode {mode}; expected RGB or RGBA")
-        except (OSError, SyntaxError, ValueError) as exc:
+        except DataError as exc:
+            problems.append(str(exc))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             problems.append(f"{image_path}: unreadable or corrupt PNG ({exc})")
         try:
-            with Image.open(label_path) as lab:
+            with _open_checked(label_path) as lab:
                 lab.load()
                 label_size = lab.size
                 if lab.mode not in _LABEL_MODES:
                     problems.append(
                         f"{label_path}: annotation mode {lab.mode}; expected single-channel PNG"
                     )
-                    arr = None
                 else:
                     arr = np.asarray(lab)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except DataError as exc:
+            problems.append(str(exc))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             problems.append(f"{label_path}: unreadable or corrupt PNG ({exc})")
-            arr = None
     if arr is not None:
         values = tuple(int(v) for v in np.unique(arr))
         bad = [v for v in values if v < 0 or v > PNG_MAX_VALUE]
@@ -118,10 +146,18 @@ def _inspect_pair(job: tuple[str, str, bool]) -> _PairResult:
     return _PairResult(image_size, label_size, values, tuple(problems))
 
 
-def _scan(folder: Path) -> dict[str, Path]:
+def _scan(folder: Path, problems: list[str]) -> dict[str, Path]:
+    """PNG files below ``folder`` by relative path; non-regular files named *.png (FIFOs,
+    devices) are reported in ``problems`` and never opened."""
     if not folder.is_dir():
         return {}
-    return {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.png")}
+    found = {}
+    for p in folder.rglob("*.png"):
+        if is_regular_file(p):
+            found[p.relative_to(folder).as_posix()] = p
+        elif not p.is_dir():
+            problems.append(f"{p}: not a regular file (a FIFO, socket or device); expected a PNG")
+    return found
 
 
 def _check_odgt(root: Path, split: str, image_rels: set[str], problems: list[str]) -> bool:
@@ -129,20 +165,22 @@ def _check_odgt(root: Path, split: str, image_rels: set[str], problems: list[str
     if not odgt.is_file():
         return False
     try:
-        entries = read_odgt(odgt)
+        entries = read_odgt_entries(odgt)
     except DataError as exc:
         problems.append(str(exc))
         return True
-    image_dir, _ = split_dirs(root, split)
     listed: set[str] = set()
-    for entry in entries:
-        for key in ("fpath_img", "fpath_segm"):
-            if not (root / entry[key]).is_file():
-                problems.append(f"{odgt}: {key} {entry[key]!r} not found")
+    for where, entry in entries:
         try:
-            listed.add((root / entry["fpath_img"]).relative_to(image_dir).as_posix())
-        except ValueError:
-            problems.append(f"{odgt}: fpath_img {entry['fpath_img']!r} is not below {image_dir}")
+            image_path, label_path, rel = index_sample(root, split, entry, where)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        listed.add(rel)
+        for key, path in (("fpath_img", image_path), ("fpath_segm", label_path)):
+            if not is_regular_file(path):
+                what = "not a regular file" if path.exists() else "not found"
+                problems.append(f"{where}: {key} {entry[key]!r} {what}")
     unlisted = sorted(image_rels - listed, key=natural_key)
     if unlisted:
         problems.append(
@@ -170,9 +208,11 @@ def check_dataset(
     """Verify the StreetHazards tree at ``root`` for ``splits`` (default: all three).
 
     Problems (one line each in ``report.problems``): a missing split, an image without
-    annotation and the reverse, .odgt entries that do not match the files, an unreadable or
-    corrupt PNG, label values outside 0..14, image/annotation size mismatch, anomaly pixels
-    (PNG value 14) outside the test split. Raises :class:`DataError` if ``root`` is not a folder.
+    annotation and the reverse, .odgt entries that do not match the files or point outside
+    ``root`` (reported with file and line), a file named *.png that is not a regular file, an
+    unreadable or corrupt PNG, an image over the size limit (decompression bomb), label values
+    outside 0..14, image/annotation size mismatch, anomaly pixels (PNG value 14) outside the
+    test split. Raises :class:`DataError` if ``root`` is not a folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -196,7 +236,7 @@ def check_dataset(
                 f"{image_dir}: missing split {split!r}; expected images/ and annotations/ folders"
             )
             continue
-        images, labels = _scan(image_dir), _scan(label_dir)
+        images, labels = _scan(image_dir, report.problems), _scan(label_dir, report.problems)
         if not images:
             report.problems.append(f"{image_dir}: split {split!r} has no PNG images")
         summary.num_images, summary.num_annotations = len(images), len(labels)

@@ -7,9 +7,12 @@ here for convenience.
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import re
+import stat
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,12 +59,15 @@ __all__ = [
     "colorize",
     "discover_samples",
     "ids_to_png",
+    "index_path",
+    "index_sample",
     "load_image",
     "load_label",
     "load_label_values",
     "natural_key",
     "png_to_ids",
     "read_odgt",
+    "read_odgt_entries",
     "split_dirs",
 ]
 
@@ -98,38 +104,88 @@ def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
     return base / "images" / sub, base / "annotations" / sub
 
 
-def read_odgt(path: str | Path) -> list[dict[str, Any]]:
-    """Read an .odgt index: one JSON list, or one JSON object per line."""
+def read_odgt_entries(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Read an .odgt index as ``(location, entry)`` pairs; ``location`` is ``"FILE:LINE"``
+    (one object per line) or ``"FILE: entry N"`` (one JSON list)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read .odgt index ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: .odgt index is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read .odgt index ({exc.strerror or exc})") from None
     stripped = text.strip()
     if not stripped:
         return []
+    located: list[tuple[str, Any]] = []
     if stripped.startswith("["):
         try:
             entries = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON list ({exc.msg}); expected .odgt") from exc
+        if not isinstance(entries, list):
+            raise DataError(f"{path}: expected a JSON list of .odgt entries")
+        located = [(f"{path}: entry {i + 1}", e) for i, e in enumerate(entries)]
     else:
-        entries = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                entries.append(json.loads(line))
+                located.append((f"{path}:{lineno}", json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise DataError(
                     f"{path}:{lineno}: invalid JSON ({exc.msg}); expected one object per line"
                 ) from exc
-    for i, entry in enumerate(entries):
+    for where, entry in located:
         if not isinstance(entry, dict) or not {"fpath_img", "fpath_segm"} <= entry.keys():
-            raise DataError(
-                f"{path}: entry {i + 1} lacks 'fpath_img'/'fpath_segm'; expected .odgt entries"
-            )
-    return entries
+            raise DataError(f"{where}: lacks 'fpath_img'/'fpath_segm'; expected .odgt entries")
+    return located
+
+
+def read_odgt(path: str | Path) -> list[dict[str, Any]]:
+    """Read an .odgt index: one JSON list, or one JSON object per line."""
+    return [entry for _, entry in read_odgt_entries(path)]
+
+
+def index_path(root: Path, value: Any, where: str, key: str) -> PurePosixPath:
+    """The normalised path (relative to ``root``) of an index entry's ``key``.
+
+    DataError naming ``where`` (file and line) when the value is not a relative path string or
+    leaves the dataset root (an absolute path, or ``..`` climbing above it). The result never
+    contains ``..``; symbolic links inside the root are not followed here (the user's layout).
+    """
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise DataError(f"{where}: {key} {value!r}; expected a path relative to the dataset root")
+    text = value.replace("\\", "/")
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(value).drive:
+        raise DataError(
+            f"{where}: {key} {value!r} is an absolute path; expected a path relative to the "
+            f"dataset root {root}"
+        )
+    norm = posixpath.normpath(text)
+    if norm == ".":
+        raise DataError(f"{where}: {key} {value!r} names the dataset root, not a file")
+    if norm == ".." or norm.startswith("../"):
+        raise DataError(f"{where}: {key} {value!r} points outside the dataset root {root}")
+    return PurePosixPath(norm)
+
+
+def index_sample(
+    root: Path, split: str, entry: dict[str, Any], where: str
+) -> tuple[Path, Path, str]:
+    """The (image path, label path, rel) of one index entry; DataError when a path leaves the
+    root or the image is not below the split's image folder."""
+    top, sub = SPLITS[split]
+    image_rel = index_path(root, entry["fpath_img"], where, "fpath_img")
+    label_rel = index_path(root, entry["fpath_segm"], where, "fpath_segm")
+    try:
+        rel = image_rel.relative_to(PurePosixPath(top, "images", sub)).as_posix()
+    except ValueError:
+        raise DataError(
+            f"{where}: fpath_img {entry['fpath_img']!r} is not below {top}/images/{sub}; "
+            "expected paths relative to the dataset root"
+        ) from None
+    return root / image_rel, root / label_rel, rel
 
 
 def _check_root(root: Path) -> None:
@@ -139,23 +195,21 @@ def _check_root(root: Path) -> None:
         )
 
 
+def _require_regular(path: Path, what: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise DataError(f"{path}: {what} not found") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: {what} is not a regular file (a folder, FIFO or device); refused")
+
+
 def _samples_from_odgt(root: Path, split: str, odgt: Path) -> list[Sample]:
-    image_dir, _ = split_dirs(root, split)
     samples = []
-    for entry in read_odgt(odgt):
-        image_path = root / entry["fpath_img"]
-        label_path = root / entry["fpath_segm"]
-        try:
-            rel = image_path.relative_to(image_dir).as_posix()
-        except ValueError:
-            raise DataError(
-                f"{odgt}: image {entry['fpath_img']!r} is not below {image_dir}; "
-                "expected paths relative to the dataset root"
-            ) from None
-        if not image_path.is_file():
-            raise DataError(f"{image_path}: image listed in {odgt} not found")
-        if not label_path.is_file():
-            raise DataError(f"{label_path}: annotation of {image_path} not found")
+    for where, entry in read_odgt_entries(odgt):
+        image_path, label_path, rel = index_sample(root, split, entry, where)
+        _require_regular(image_path, f"image listed at {where}")
+        _require_regular(label_path, f"annotation of {image_path}")
         samples.append(Sample(image_path, label_path, rel))
     return samples
 
@@ -168,10 +222,13 @@ def _samples_from_scan(split: str, image_dir: Path, label_dir: Path) -> list[Sam
         )
     samples = []
     for image_path in image_dir.rglob("*.png"):
+        if not image_path.is_file():
+            if not image_path.is_dir():
+                _require_regular(image_path, "image")
+            continue
         rel = image_path.relative_to(image_dir).as_posix()
         label_path = label_dir / rel
-        if not label_path.is_file():
-            raise DataError(f"{label_path}: annotation of {image_path} not found")
+        _require_regular(label_path, f"annotation of {image_path}")
         samples.append(Sample(image_path, label_path, rel))
     return samples
 

@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode
 
 from hazardseg.config import AugmentConfig
 from hazardseg.data.classes import IGNORE_INDEX
+from hazardseg.data.imageio import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size
 from hazardseg.data.imageio import load_image as load_image
 from hazardseg.errors import ConfigError, DataError
 
@@ -124,6 +125,11 @@ def _randint(lo: int, hi: int, generator: torch.Generator | None) -> int:
 def _validate_augment(cfg: AugmentConfig) -> None:
     if cfg.crop_size < 1:
         raise ConfigError(f"augment.crop_size: expected a positive integer, got {cfg.crop_size}")
+    if cfg.crop_size * cfg.crop_size > MAX_IMAGE_PIXELS:
+        raise ConfigError(
+            f"augment.crop_size: {cfg.crop_size} exceeds the image limit of "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        )
     lo, hi = cfg.scale_range
     if not (0 < lo <= hi):
         raise ConfigError(f"augment.scale_range: expected 0 < lo <= hi, got {cfg.scale_range}")
@@ -278,13 +284,26 @@ class ResizePolicy:
             return self.height, self.width
         if self.kind == "short":
             if height <= width:
-                return self.short, max(1, round(width * self.short / height))
-            return max(1, round(height * self.short / width)), self.short
+                size = self.short, max(1, round(width * self.short / height))
+            else:
+                size = max(1, round(height * self.short / width)), self.short
+            check_image_size(
+                size[1], size[0], f"resize short:{self.short} of a {width}x{height} image"
+            )
+            return size
         return height, width
 
 
 _FIXED = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _SHORT = re.compile(r"^\s*short\s*:\s*(\d+)\s*$")
+
+
+def _check_resize_limit(policy: str, width: int, height: int) -> None:
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise ConfigError(
+            f"resize policy {policy!r}: {width}x{height} exceeds the image limit of "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels (at most {MAX_IMAGE_SIDE} per side)"
+        )
 
 
 def parse_resize_policy(policy: str) -> ResizePolicy:
@@ -295,10 +314,12 @@ def parse_resize_policy(policy: str) -> ResizePolicy:
     if m := _FIXED.match(text):
         w, h = int(m.group(1)), int(m.group(2))
         if w > 0 and h > 0:
+            _check_resize_limit(policy, w, h)
             return ResizePolicy("fixed", width=w, height=h)
     if m := _SHORT.match(text):
         n = int(m.group(1))
         if n > 0:
+            _check_resize_limit(policy, n, n)
             return ResizePolicy("short", short=n)
     raise ConfigError(
         f"resize policy {policy!r}: expected 'native', 'WxH' (e.g. '512x512') or 'short:N'"
