@@ -1,16 +1,30 @@
 """Standardized Max Logits (Jung et al., ICCV 2021) with boundary suppression and smoothing.
 
-Statistics: per predicted class c, the mean and standard deviation of the max logit over the
-fitting pixels predicted as c (ground truth is not used), accumulated exactly as float64
-count / sum / sum of squares, so they do not depend on batch size or order.
-Score: ``-(max_logit - mean[c]) / std[c]`` at pixels predicted c, then (optionally) iterative
-boundary suppression and dilated Gaussian smoothing of the standardized map.
+This follows the authors' implementation (github.com/shjung13/Standardized-max-logits:
+``network/deepv3.py`` and ``calculate_statistics.py``); ``tests/test_sml_reference.py``
+compares it with an independent re-implementation of their definition (max abs difference
+<= 1e-5 per pixel).
+
+Statistics: per predicted class c, the mean and the unbiased (n - 1) variance of the max logit
+over the fitting pixels predicted as c (ground truth is not used), accumulated exactly as
+float64 count / sum / sum of squares, so they do not depend on batch size or order.
+Score: ``-(max_logit - mean[c]) / std[c]`` at pixels predicted c, after (optionally) iterative
+boundary suppression and dilated Gaussian smoothing of the standardized map:
+
+* boundary of the predicted label map: ``dilation(3x3 cross) != erosion(3x3 square)``, pixels
+  outside the image ignored (kornia's default ``geodesic`` border);
+* iteration i (0-based) widens it to the pixels within L1 distance ``w_i`` (a diamond), with
+  ``w_i = width - (width // iterations) * i - 1`` and 0 for the last iteration;
+* boundary pixels take the mean of the non-boundary pixels of their 3x3 window, both the map
+  and the mask replicate-padded by one pixel (a pixel whose window holds no non-boundary pixel
+  keeps its value);
+* smoothing: a ``size`` x ``size`` Gaussian (sigma) with dilation ``dilation``, replicate padding.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -18,8 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hazardseg.anomaly.base import AnomalyMethod, model_outputs
-from hazardseg.anomaly.filters import box_sum3, dilate3, label_boundary
 from hazardseg.errors import HazardsegError
+
+_CROSS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+_SQUARE = (*_CROSS, (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 class ClassStats:
@@ -47,61 +63,116 @@ class ClassStats:
         self.total_sq += other.total_sq
 
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class mean and (population) std; classes never seen use the pooled values."""
+        """Per-class mean and unbiased (n - 1) standard deviation, as the authors' statistics.
+
+        A class seen fewer than twice has no unbiased variance: it uses the statistics of all
+        fitting pixels pooled (a class never seen also takes the pooled mean).
+        """
         n_all = float(self.count.sum())
-        if n_all == 0:
-            raise HazardsegError("SML fit: no pixels were seen")
-        g_mean = float(self.total.sum()) / n_all
-        g_var = max(float(self.total_sq.sum()) / n_all - g_mean * g_mean, 0.0)
+        if n_all < 2:
+            raise HazardsegError(f"SML fit: need at least 2 pixels, got {int(n_all)}")
+        s_all = float(self.total.sum())
+        g_mean = s_all / n_all
+        g_var = max((float(self.total_sq.sum()) - s_all * g_mean) / (n_all - 1), 0.0)
         seen = self.count > 0
-        safe = self.count.clamp_min(1)
-        mean = torch.where(seen, self.total / safe, torch.full_like(self.total, g_mean))
-        var = torch.where(
-            seen, self.total_sq / safe - mean * mean, torch.full_like(self.total, g_var)
-        ).clamp_min(0.0)
+        enough = self.count > 1
+        mean = torch.where(
+            seen, self.total / self.count.clamp_min(1), torch.tensor(g_mean, dtype=torch.float64)
+        )
+        var = (self.total_sq - self.total * mean) / (self.count - 1).clamp_min(1)
+        var = torch.where(enough, var, torch.tensor(g_var, dtype=torch.float64)).clamp_min(0.0)
         std = var.sqrt().clamp_min(1e-6)
         return mean, std
 
 
-def boundary_mask(pred: torch.Tensor, width: int) -> torch.Tensor:
-    """Pixels within ``width`` pixels (Chebyshev) of a change of the predicted label.
+def _neighbour_reduce(
+    x: torch.Tensor,
+    offsets: tuple[tuple[int, int], ...],
+    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Reduce each pixel of (..., H, W) with its neighbours at ``offsets`` inside the image."""
+    h, w = x.shape[-2:]
+    out = x.clone()
+    for dy, dx in offsets:
+        oy = slice(max(-dy, 0), h - max(dy, 0))
+        ox = slice(max(-dx, 0), w - max(dx, 0))
+        iy = slice(max(dy, 0), h - max(-dy, 0))
+        ix = slice(max(dx, 0), w - max(-dx, 0))
+        out[..., oy, ox] = reduce(out[..., oy, ox], x[..., iy, ix])
+    return out
 
-    ``pred`` (N, H, W) int; a pixel is on the boundary at width 0 when the 3x3 dilation and
-    erosion of the label map differ there.
+
+def label_boundary(pred: torch.Tensor) -> torch.Tensor:
+    """The authors' boundary of a (N, H, W) label map: 3x3 cross dilation != 3x3 square erosion.
+
+    Pixels outside the image are ignored. A pixel whose only other label is a diagonal
+    neighbour is on the boundary only when that neighbour's label is the smaller one.
     """
-    b = label_boundary(pred)
-    for _ in range(width):
-        b = dilate3(b)
-    return b
+    dil = _neighbour_reduce(pred, _CROSS, torch.maximum)
+    ero = _neighbour_reduce(pred, _SQUARE, torch.minimum)
+    return dil != ero
+
+
+def widen(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels within L1 distance ``radius`` of a True pixel of the bool (..., H, W) ``mask``."""
+    for _ in range(radius):
+        mask = _neighbour_reduce(mask, _CROSS, torch.logical_or)
+    return mask
+
+
+def boundary_mask(pred: torch.Tensor, width: int) -> torch.Tensor:
+    """:func:`label_boundary` of ``pred`` (N, H, W) widened by a diamond of radius ``width``."""
+    return widen(label_boundary(pred), width)
+
+
+def boundary_widths(width: int, iterations: int) -> list[int]:
+    """Diamond radius of each suppression iteration: ``width - step * i - 1``, 0 for the last."""
+    if iterations <= 0:
+        return []
+    step = width // iterations
+    return [
+        0 if width == 0 or i == iterations - 1 else width - step * i - 1 for i in range(iterations)
+    ]
+
+
+def _box_sum3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the 3x3 windows of a (N, 1, H + 2, W + 2) padded map -> (N, 1, H, W)."""
+    h, w = x.shape[-2] - 2, x.shape[-1] - 2
+    rows = x[..., 0:h, :] + x[..., 1 : h + 1, :] + x[..., 2 : h + 2, :]
+    return rows[..., 0:w] + rows[..., 1 : w + 1] + rows[..., 2 : w + 2]
 
 
 def suppress_boundaries(
     score: torch.Tensor, pred: torch.Tensor, width: int = 4, iterations: int = 4
 ) -> torch.Tensor:
-    """Iterative boundary suppression of a (N, H, W) map given the predicted labels.
+    """Iterative boundary suppression of a (N, H, W) map given the predicted labels (N, H, W).
 
-    Iteration i (0-based) uses the boundary of width ``width - (i + 1) * width // iterations``
-    (3, 2, 1, 0 for the defaults); boundary pixels with at least one non-boundary 3x3 neighbour
-    take the mean of those neighbours, so values flow inwards from the boundary's edges.
+    Iteration i uses :func:`label_boundary` widened by ``boundary_widths(width,
+    iterations)[i]``; each boundary pixel takes the mean of the non-boundary pixels in its 3x3
+    window (map and mask replicate-padded), or keeps its value when there is none.
     """
-    if iterations <= 0:
+    if width < 0 or iterations < 0:
+        raise HazardsegError(
+            f"SML: boundary_width and boundary_iterations must be >= 0, got {width}, {iterations}"
+        )
+    if iterations == 0:
         return score
     if width % iterations != 0:
         raise HazardsegError(
             f"SML: boundary_width ({width}) must be a multiple of "
             f"boundary_iterations ({iterations})"
         )
-    step = width // iterations
-    widths = [width - (i + 1) * step for i in range(iterations)]
-    masks = {0: label_boundary(pred)}
-    for w in range(1, max(widths) + 1):
-        masks[w] = dilate3(masks[w - 1])
+    widths = boundary_widths(width, iterations)
+    masks = [label_boundary(pred)]
+    for _ in range(max(widths)):
+        masks.append(widen(masks[-1], 1))
     x = score
-    for w in widths:
-        b = masks[w]
+    for r in widths:
+        b = masks[r]
         keep = (~b).to(x.dtype)
-        total = box_sum3(x * keep)
-        count = box_sum3(keep)
+        total = _box_sum3(F.pad(torch.where(b, 0.0, x)[:, None], (1, 1, 1, 1), mode="replicate"))
+        count = _box_sum3(F.pad(keep[:, None], (1, 1, 1, 1), mode="replicate"))
+        total, count = total[:, 0], count[:, 0]
         x = torch.where(b & (count > 0), total / count.clamp_min(1.0), x)
     return x
 
@@ -125,7 +196,9 @@ def dilated_smoothing(
 
 
 class SML(AnomalyMethod):
-    """Standardized Max Logits; score = negative standardized max logit (post-processed)."""
+    """Standardized Max Logits as the authors compute it; score = the negative of the
+    standardized max logit after boundary suppression and dilated smoothing (module docstring).
+    """
 
     name = "sml"
     needs_fit = True
@@ -142,6 +215,11 @@ class SML(AnomalyMethod):
         dilation: int = 6,
     ) -> None:
         super().__init__()
+        if boundary_width < 0 or boundary_iterations < 0:
+            raise HazardsegError(
+                f"SML: boundary_width and boundary_iterations must be >= 0, got "
+                f"{boundary_width}, {boundary_iterations}"
+            )
         if boundary_iterations > 0 and boundary_width % boundary_iterations != 0:
             raise HazardsegError(
                 f"SML: boundary_width ({boundary_width}) must be a multiple of "
