@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import http.client
 import os
 import re
@@ -153,26 +154,53 @@ def _find_tops(folder: Path) -> list[Path]:
     return []
 
 
-def _merge_move(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``; existing folders are merged, existing files replaced."""
-    if not dst.exists():
-        os.replace(src, dst)
+def _same_file_content(a: Path, b: Path) -> bool:
+    if a.is_symlink() or b.is_symlink() or not (a.is_file() and b.is_file()):
+        return False
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def _plan_merge(src: Path, dst: Path, moves: list[tuple[Path, Path]]) -> None:
+    """Collect the moves that put ``src`` onto ``dst`` without touching anything existing.
+
+    Folders are merged; a file identical to the archive member is kept as it is; any other
+    existing path (a file where the archive has a folder or the reverse, a file with other
+    content, a symbolic link) is a conflict: DataError naming it, and nothing has moved yet.
+    """
+    if not os.path.lexists(dst):
+        moves.append((src, dst))
         return
-    if src.is_dir() and dst.is_dir():
-        for child in list(src.iterdir()):
-            _merge_move(child, dst / child.name)
-        src.rmdir()
+    if dst.is_symlink():
+        raise DataError(
+            f"{dst}: exists as a symbolic link where the archive has "
+            f"{'a folder' if src.is_dir() else 'a file'}; nothing was changed (hazardseg does "
+            "not write through links: move it away or extract into an empty folder)"
+        )
+    if src.is_dir() and not src.is_symlink() and dst.is_dir():
+        for child in sorted(src.iterdir()):
+            _plan_merge(child, dst / child.name, moves)
+        return
+    if _same_file_content(src, dst):
         return
     if dst.is_dir():
-        shutil.rmtree(dst)
-    os.replace(src, dst)
+        what = "is a folder where the archive has a file"
+    elif src.is_dir():
+        what = "is a file where the archive has a folder"
+    else:
+        what = "already exists with other content than the archive's file"
+    raise DataError(
+        f"{dst}: {what}; nothing was changed (move it away or extract into an empty folder)"
+    )
 
 
 def extract_archive(archive: str | Path, root: str | Path) -> list[str]:
     """Extract a StreetHazards archive into ``root`` (yielding ROOT/train and/or ROOT/test).
 
-    Uses tarfile's safe "data" filter; an extra top-level folder in the archive is removed.
-    Returns the names of the top-level folders placed ("train", "test").
+    Uses tarfile's safe "data" filter (no member lands outside ``root``); an extra top-level
+    folder in the archive is removed. Existing files are never deleted or replaced: a file that
+    conflicts with an archive member (other content, a file where the archive has a folder, or
+    the reverse) raises DataError naming it before anything is moved. Returns the names of the
+    top-level folders placed ("train", "test").
     """
     archive, root = Path(archive), Path(root)
     if not archive.is_file():
@@ -186,8 +214,11 @@ def extract_archive(archive: str | Path, root: str | Path) -> list[str]:
             raise DataError(
                 f"{archive}: no train/ or test/ folder inside; expected a StreetHazards archive"
             )
+        moves: list[tuple[Path, Path]] = []
         for top in tops:
-            _merge_move(top, root / top.name)
+            _plan_merge(top, root / top.name, moves)
+        for src, dst in moves:
+            os.replace(src, dst)
         return [top.name for top in tops]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -227,13 +258,16 @@ def download_dataset(
             if name not in urls:
                 raise DataError(f"unknown archive {name!r}; expected one of train, test")
             url = urls[name]
-            dest = root / (
-                Path(urllib.parse.urlsplit(url).path).name or f"streethazards_{name}.tar"
-            )
+            base = Path(urllib.parse.urlsplit(url).path).name
+            if base in ("", ".", "..") or base.startswith("."):
+                base = f"streethazards_{name}.tar"
+            dest = root / base
+            existed = dest.is_file()
             files.append(
                 download_file(url, dest, retries=retries, timeout=timeout, progress=progress)
             )
-            downloaded.append(dest)
+            if not existed:  # only files this call created are ever removed
+                downloaded.append(dest)
     placed: list[str] = []
     for f in files:
         try:
