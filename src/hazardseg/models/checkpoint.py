@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,10 +31,16 @@ from torch import Tensor, nn
 
 from hazardseg import __version__
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
-from hazardseg.errors import CheckpointError
+from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.io import atomic_path
 from hazardseg.models.pretrained import check_state_keys
-from hazardseg.models.registry import build_on_meta, create_model, get_model_spec, list_models
+from hazardseg.models.registry import (
+    build_on_meta,
+    check_num_classes,
+    create_model,
+    get_model_spec,
+    list_models,
+)
 
 FORMAT = "hazardseg-checkpoint"
 FORMAT_VERSION = 1
@@ -184,20 +191,36 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Unsupported global" in text or "allowed global" in text:
+        lowered = text.lower()
+        if "unsupported global" in lowered or "allowed global" in lowered:
+            found = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text, re.I)
+            what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{path}: contains pickled Python objects; hazardseg loads checkpoints with "
-                "weights_only=True and only accepts tensors and plain values (re-save the "
-                "state dict with torch.save(model.state_dict(), path))"
+                f"{path}: refused: a file that would run code when loaded (it contains pickled "
+                f"Python objects{what}, which a plain torch.load executes); hazardseg loads "
+                "checkpoints with weights_only=True and only accepts tensors and plain values"
             ) from exc
-        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text else ""
-        detail = detail.split("  Check the documentation")[0].strip() or type(exc).__name__
+        detail = _torch_detail(text) or type(exc).__name__
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint, or not a PyTorch file ({detail})"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _torch_detail(str(exc)) or type(exc).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first})") from exc
+    except MemoryError:
+        raise CheckpointError(f"{path}: not enough memory to load this checkpoint") from None
+
+
+def _torch_detail(text: str) -> str:
+    """The informative line of a torch.load error, without torch's advice about weights_only."""
+    text = text.split("WeightsUnpickler error:")[-1]
+    for line in text.strip().splitlines():
+        line = line.split("  Check the documentation")[0].strip()
+        low = line.lower()
+        if not line or "weights_only" in low or "check the documentation" in low:
+            continue
+        return line
+    return ""
 
 
 def is_hazardseg_checkpoint(obj: Any) -> bool:
@@ -215,6 +238,17 @@ def _validate(ckpt: Mapping[str, Any], path: Path) -> None:
     for key in ("model_name", "model", "num_classes"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: hazardseg checkpoint lacks the {key!r} entry")
+    if not isinstance(ckpt["model_name"], str):
+        raise CheckpointError(
+            f"{path}: model_name {ckpt['model_name']!r}; expected the name of a registered model"
+        )
+    try:
+        check_num_classes(ckpt["num_classes"], f"{path}: num_classes")
+    except HazardsegError as exc:
+        raise CheckpointError(str(exc)) from None
+    options = ckpt.get("model_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise CheckpointError(f"{path}: model_options {options!r}; expected a mapping")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -302,6 +336,32 @@ def load_state_into(model: nn.Module, state: Mapping[str, Tensor], path: Path) -
     return not aux_missing and any(k.startswith(AUX_PREFIX) for k in own)
 
 
+def _check_shapes_before_building(
+    path: Path, name: str, num_classes: int, options: Mapping[str, Any], state: Mapping[str, Tensor]
+) -> None:
+    """Compare ``state`` with the model's shapes on the meta device (no memory) so a file
+    claiming a huge ``num_classes`` or odd builder options fails before anything is allocated."""
+    try:
+        meta = build_on_meta(name, num_classes, **options)
+    except CheckpointError:
+        raise
+    except HazardsegError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: model options {dict(options)!r} do not build {name!r} ({exc})"
+        ) from None
+    own = meta.state_dict()
+    whole_aux_absent = not any(k in state for k in own if k.startswith(AUX_PREFIX))
+    check_state_keys(
+        own,
+        state,
+        f"{path}: state dict does not match {name}",
+        f"{path}: {name} weight",
+        tolerated_missing=(AUX_PREFIX,) if whole_aux_absent else (),
+    )
+
+
 def load_model(
     path: str | os.PathLike[str],
     model_name: str | None = None,
@@ -328,7 +388,7 @@ def load_model(
         if model_name is not None and model_name != found:
             raise CheckpointError(f"{p}: checkpoint holds model {found!r}, expected {model_name!r}")
         get_model_spec(found)
-        stored_classes = int(obj["num_classes"])
+        stored_classes = obj["num_classes"]
         if num_classes is not None and num_classes != stored_classes:
             raise CheckpointError(
                 f"{p}: checkpoint has {stored_classes} classes, expected {num_classes}"
@@ -368,6 +428,7 @@ def load_model(
             "best_metric": None,
             "format": "state_dict",
         }
+    _check_shapes_before_building(p, info["model_name"], info["num_classes"], options, state)
     model = create_model(info["model_name"], num_classes=info["num_classes"], **options)
     info["model_options"] = options
     info["aux_loaded"] = load_state_into(model, state, p)

@@ -79,9 +79,19 @@ def get_model_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def _check_num_classes(num_classes: object) -> None:
+MAX_NUM_CLASSES = 1024
+"""Largest number of output classes a model may have (a guard against absurd allocations)."""
+
+
+def check_num_classes(num_classes: object, what: str = "num_classes") -> None:
+    """HazardsegError naming ``what`` unless ``num_classes`` is an int in 1..MAX_NUM_CLASSES."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise HazardsegError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise HazardsegError(f"{what} must be a positive integer, got {num_classes!r}")
+    if num_classes > MAX_NUM_CLASSES:
+        raise HazardsegError(f"{what} {num_classes} exceeds the limit of {MAX_NUM_CLASSES} classes")
+
+
+_check_num_classes = check_num_classes
 
 
 def create_model(
