@@ -26,7 +26,8 @@ _UMASK = _read_umask()
 def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception (an OSError such as a full disk included, or an interrupt) the temporary
+    file is removed and ``path`` is left untouched.
     ``durable=False`` skips the fsync before the rename: readers still never see a partial
     file, but a power loss may lose the newest data (fine for bulk-generated files).
     """
@@ -43,8 +44,9 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        # never let a failing clean-up (e.g. the folder became read-only) hide the real error
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

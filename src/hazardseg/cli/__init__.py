@@ -1,12 +1,16 @@
 """The ``hazardseg`` command: a thin layer that parses arguments and calls the Python API.
 
 Each command group lives in its own module with a ``register(app)`` function.
-Expected user errors (:class:`hazardseg.errors.HazardsegError`) print one line and exit 2;
-``--debug`` shows the full traceback instead.
+Expected user errors (:class:`hazardseg.errors.HazardsegError`) and OS errors (permission
+denied, disk full, a file where a folder is expected) print one line naming the path and exit
+2; ``--debug`` shows the full traceback too.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
 import traceback
 
@@ -51,8 +55,63 @@ def _register_all() -> None:
 _register_all()
 
 
+_WORKER_HEADER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.", re.M)
+_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?:[A-Z]\w*(?:Error|Exception|Warning))\b:\s?(.*)$")
+
+
+def _root_cause(text: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker (torch wraps it in
+    "Caught X in DataLoader worker process N. Original Traceback ..."); other text as is."""
+    if not _WORKER_HEADER.search(text):
+        return text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        match = _EXC_LINE.match(lines[i])
+        if match:
+            return " ".join([match.group(1), *(m.strip() for m in lines[i + 1 :])]).strip()
+    return lines[-1].strip() if lines else text
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line ``hazardseg: error: ...`` text of an expected error (HazardsegError or
+    OSError): worker wrappers removed, an OS error as "PATH: reason"."""
+    if isinstance(exc, OSError) and not isinstance(exc, HazardsegError):
+        msg = _os_error_text(exc)
+    else:
+        msg = _root_cause(str(exc))
+    parts = [m.strip() for m in msg.strip().splitlines() if m.strip()]
+    return f"hazardseg: error: {' '.join(parts) or type(exc).__name__}"
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.strerror is None:  # re-raised from a worker, or created with one message
+        return _root_cause(str(exc)) or type(exc).__name__
+    reason = exc.strerror
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device; nothing was half-written, free space and rerun"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    elif exc.errno == errno.EROFS:
+        reason = "read-only file system"
+    elif exc.errno == errno.EEXIST and exc.filename is not None:
+        if os.path.lexists(exc.filename) and not os.path.isdir(exc.filename):
+            reason = "exists and is not a folder (expected a folder here)"
+    elif exc.errno == errno.ENOTDIR:
+        reason = "a file is in the way where a folder is expected"
+    if exc.filename is None:
+        return reason
+    if exc.filename2 is not None:
+        return f"{exc.filename} -> {exc.filename2}: {reason}"
+    return f"{exc.filename}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hazardseg`` console script; returns the exit code."""
+    """Entry point of the ``hazardseg`` console script; returns the exit code.
+
+    Expected errors print one line ``hazardseg: error: ...`` on stderr and return 2:
+    :class:`HazardsegError` and OS errors (permission denied, no space left, a file where a
+    folder is expected, ...), which name the path. ``--debug`` adds the traceback.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)
@@ -66,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             return code
         typer.echo(str(code), err=True)
         return 1
-    except HazardsegError as exc:
+    except (HazardsegError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        msg = str(exc).strip().splitlines()
-        typer.echo(f"hazardseg: error: {' '.join(m.strip() for m in msg)}", err=True)
+        typer.echo(error_line(exc), err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("hazardseg: interrupted", err=True)
