@@ -317,6 +317,15 @@ def _images(seed: int = 11):
     return scores, labels, valid
 
 
+def _closest_recall_fpr95(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Official per-image FPR95: the ROC point (down to full recall) whose recall is closest
+    to 0.95, the lowest threshold among equally close points."""
+    fpr, tpr, _ = roc_curve(labels, scores.astype(np.float32), drop_intermediate=False)
+    full = int(np.argmax(tpr >= 1.0))
+    gap = np.abs(tpr[1 : full + 1] - 0.95)  # roc_curve starts with an extra (0, 0) point
+    return float(fpr[1 + np.flatnonzero(gap == gap.min()).max()])
+
+
 def test_per_image_matches_sklearn_per_image_and_skips():
     scores, labels, valid = _images()
     acc = PerImageOOD()
@@ -326,6 +335,7 @@ def test_per_image_matches_sklearn_per_image_and_skips():
     for i in (0, 1, 4):
         v = valid[i]
         refs.append(reference(scores[i][v].numpy(), labels[i][v].numpy()))
+        refs[-1]["fpr95"] = _closest_recall_fpr95(scores[i][v].numpy(), labels[i][v].numpy())
     for key in ("auroc", "aupr", "fpr95"):
         assert res[key] == pytest.approx(np.mean([r[key] for r in refs]), abs=TOL_EXACT)
     assert res["num_images"] == 3 and res["num_skipped"] == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 FPR_AT_TPR = 0.95
 """TPR level of the FPR95 metric."""
@@ -208,3 +209,32 @@ def downsample_curves(
         "roc": {"fpr": fpr[idx].tolist(), "tpr": tpr[idx].tolist(), "thresholds": th},
         "pr": {"recall": tpr[idx].tolist(), "precision": precision.tolist(), "thresholds": th},
     }
+
+
+def official_image_metrics(tps: torch.Tensor, fps: torch.Tensor) -> tuple[float, float, float]:
+    """AUROC, AP and FPR95 of one image as the official StreetHazards code computes them.
+
+    ``tps`` / ``fps`` (int64 tensors on any device, decreasing thresholds, one point per
+    distinct score, both classes present) are the cumulative counts of the ROC points.
+    AUROC and AP follow scikit-learn's ``roc_auc_score`` / ``average_precision_score``;
+    FPR95 follows ``fpr_and_fdr_at_recall`` in anomaly-seg's ``anom_utils.py``: among the ROC
+    points from the highest threshold down to the first one with full recall, the point whose
+    recall ``tps / P`` is closest to 0.95 (float64 ``|recall - 0.95|``), and among equally
+    close points the one with the lowest threshold. Computed on the tensors' device; only the
+    three numbers move to the CPU.
+    """
+    tp = tps.to(torch.float64)
+    fp = fps.to(torch.float64)
+    p, n = tp[-1], fp[-1]
+    tpr, fpr = tp / p, fp / n
+    zero = tp.new_zeros(1)
+    auroc = torch.sum(torch.diff(fpr, prepend=zero) * (tpr + torch.cat((zero, tpr[:-1])))) / 2
+    ap = torch.sum(torch.diff(tp, prepend=zero) / p * (tp / (tp + fp)))
+    # candidates: the ROC points up to (and including) the first one with full recall
+    index = torch.arange(tp.numel(), device=tp.device)
+    candidate = index <= (tps < tps[-1]).sum()
+    gap = torch.where(candidate, torch.abs(tpr - FPR_AT_TPR), torch.inf)
+    closest = torch.where(gap == gap.min(), index, -1).max()  # lowest threshold among ties
+    fpr95 = fp[closest] / n
+    auroc_v, ap_v, fpr95_v = torch.stack((auroc, ap, fpr95)).tolist()
+    return auroc_v, ap_v, fpr95_v
