@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,28 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+_RESERVED = {"ablation.json", "ablation.csv", "ablation.md"}
+
+
+def check_variant_name(name: Any, where: str | os.PathLike[str]) -> str:
+    """A variant name is a folder name below OUT: letters, digits, ``-``, ``_`` and ``.``, not
+    starting with ``.`` or ``-`` (so never ``..``, a path or a hidden name), at most 100
+    characters and not one of the ablation's own output files; ConfigError otherwise."""
+    text = str(name)
+    if (
+        not isinstance(name, str | int)
+        or isinstance(name, bool)
+        or not _VARIANT_NAME.match(text)
+        or text.lower() in _RESERVED
+    ):
+        raise ConfigError(
+            f"{where}: variant name {name!r}: use letters, digits, - _ and . (not first), "
+            "at most 100 characters; it names a folder below --out"
+        )
+    return text
+
+
 def load_grid(path: str | os.PathLike[str]) -> Grid:
     """Read and check the shape of a grid file (keys are checked by :func:`variant_configs`)."""
     p = Path(path)
@@ -66,11 +89,18 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
     for name, settings in variants.items():
         if not isinstance(settings, dict | None):
             raise ConfigError(f"{p}: variant '{name}' must map dotted config keys to values")
-        if not str(name).replace("-", "_").replace(".", "_").isidentifier():
-            raise ConfigError(f"{p}: variant name {name!r}: use letters, digits, - _ and .")
+        check_variant_name(name, p)
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise ConfigError(f"{p}: 'seeds' must be a list of integers")
+    folded: dict[str, str] = {}
+    for name in map(str, variants):
+        if name.lower() in folded:
+            raise ConfigError(
+                f"{p}: variant names {folded[name.lower()]!r} and {name!r} differ only in case; "
+                "they would share a folder on some file systems"
+            )
+        folded[name.lower()] = name
     return Grid(
         {str(k): dict(v or {}) for k, v in variants.items()},
         parse_seeds(",".join(str(s) for s in seeds)),
@@ -85,6 +115,7 @@ def variant_configs(
     base = apply_overrides(base, list(sets))
     out = {}
     for name, settings in grid.variants.items():
+        check_variant_name(name, "ablation grid")
         items = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
         try:
             out[name] = apply_overrides(base, items)
@@ -225,9 +256,16 @@ def _best_val_miou(run: Path) -> float | None:
     path = run / "metrics.jsonl"
     if not path.is_file():
         return None
+    from hazardseg.reports.html import read_metrics_jsonl
+
     best = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if row.get("kind") == "val" and row.get("miou") is not None:
-            best = row["miou"] if best is None else max(best, row["miou"])
+    rows, _ = read_metrics_jsonl(path)
+    for row in rows:
+        miou = row.get("miou")
+        if (
+            row.get("kind") == "val"
+            and isinstance(miou, int | float)
+            and not isinstance(miou, bool)
+        ):
+            best = float(miou) if best is None else max(best, float(miou))
     return best

@@ -63,13 +63,38 @@ class AugmentConfig:
 
 @dataclass
 class EvalConfig:
-    """How images are fed to the model at evaluation time."""
+    """The evaluation spec: how images are fed to the model and what is measured.
+
+    One object read by training validation, ``evaluate``, ``calibrate``, ``visualize`` and
+    ``predict`` (see :mod:`hazardseg.evaluation.spec` for how the YAML ``eval:`` section, the
+    checkpoint's stored section and command-line flags combine).
+    """
 
     resize: str = "native"
     """"native", "WxH" (e.g. "512x512") or "short:N" (shorter side to N pixels)."""
     at_label_resolution: bool = True
     """Upsample logits to the label's resolution (False: resize labels to the input size)."""
     batch_size: int = 1
+    precision: str = "auto"
+    """"auto" (bf16 + channels_last on CUDA, plain fp32 on the CPU), "fp32", "bf16" or "fp16"."""
+    methods: str = "all"
+    """Anomaly methods: "all" or a comma list, e.g. "msp,max_logit,sml"."""
+    exclude_unlabeled: bool = False
+    """Leave "unlabeled" pixels out of the anomaly metrics."""
+    fit_split: str = "train"
+    """Split that fits the methods that need fitting (SML, HEAT)."""
+    fit_images: int | None = 100
+    """Images used for fitting (None = the whole split)."""
+    components: str = "calibrated"
+    """Component metrics: "calibrated" (at each method's threshold from ``calibrate``, in the
+    single pass), "oracle" (at the pooled best-F1 threshold of the evaluated split: a second
+    forward pass) or "none"."""
+    nonfinite: str = "error"
+    """NaN/inf scores on evaluated pixels: "error" or "exclude" (counted)."""
+    device: str = "auto"
+    """"auto" (this rank's GPU if available, else the CPU), "cpu", "cuda" or "cuda:N"."""
+    workers: int = 0
+    """Data-loading worker processes."""
 
 
 @dataclass
@@ -269,14 +294,24 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
 
 
 def read_yaml_file(path: str | os.PathLike[str], what: str = "file") -> Any:
-    """Parse a YAML file (an empty file gives {}); ConfigError if missing or not YAML."""
+    """Parse a YAML file (an empty file gives {}); ConfigError if missing, not UTF-8 or not
+    YAML (only plain YAML: tags that would build Python objects are refused)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} not found: {p}")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected YAML"
+        ) from None
+    try:
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{p}: not valid YAML ({detail})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
 
 
 def load_config(

@@ -7,6 +7,7 @@ import base64
 import datetime as _dt
 import html
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,9 +59,52 @@ def _figure(fig: Any, alt: str) -> str:
     return _img(plots.figure_png(fig), alt)
 
 
+_NUMERIC_KEYS = (
+    "epoch",
+    "iteration",
+    "loss",
+    "lr",
+    "images_per_s",
+    "time_s",
+    "miou",
+    "miou_no_unlabeled",
+    "pixel_accuracy",
+)
+
+
+def _number_or_none(value: Any) -> tuple[float | int | None, bool]:
+    """(value as a finite number or None, whether a non-null value was dropped)."""
+    if value is None:
+        return None, False
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, True
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, True
+    return value, False
+
+
+def _clean_row(row: dict[str, Any]) -> bool:
+    """Replace values of the known numeric keys that are not finite numbers (text, lists...)
+    by None, in place; returns whether any was replaced."""
+    bad = False
+    for key in _NUMERIC_KEYS:
+        if key in row:
+            row[key], dropped = _number_or_none(row[key])
+            bad |= dropped
+    iou = row.get("iou")
+    if iou is not None and not isinstance(iou, dict):
+        row["iou"], bad = None, True
+    elif isinstance(iou, dict):
+        for name in list(iou):
+            iou[name], dropped = _number_or_none(iou[name])
+            bad |= dropped
+    return bad
+
+
 def read_metrics_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Rows of a metrics.jsonl file and the number of unreadable lines skipped (a run still
-    writing may leave a partial last line)."""
+    writing may leave a partial last line). Values of the metric keys that are not finite
+    numbers (e.g. a text ``miou``) are read as None and their line counts as skipped."""
     rows: list[dict[str, Any]] = []
     skipped = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -68,10 +112,11 @@ def read_metrics_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             skipped += 1
             continue
         if isinstance(row, dict):
+            skipped += _clean_row(row)
             rows.append(row)
         else:
             skipped += 1
@@ -122,7 +167,10 @@ def _training_section(run: Path) -> tuple[str, str]:
     train = [r for r in rows if r.get("kind") == "train"]
     parts = ["<h2>Training</h2>"]
     if skipped:
-        parts.append(f'<p class="note">{skipped} unreadable line(s) of metrics.jsonl skipped.</p>')
+        parts.append(
+            f'<p class="note">{skipped} unreadable line(s) or invalid value(s) of metrics.jsonl '
+            "skipped.</p>"
+        )
     parts.append(_figure(plots.plot_training_curves(rows), "training curves"))
     epochs = sorted({r.get("epoch") for r in train + val if r.get("epoch") is not None})
     status = f"Training: {len(epochs)} epoch(s) logged"
@@ -250,9 +298,17 @@ def build_report_html(run_dir: str | os.PathLike[str], compare_dirs: Sequence[Pa
             extra.extend(p for p in sorted(d.rglob("*.png")) if p not in extra)
     body.append(_png_section("Other figures", extra, run))
     if config.is_file():
-        cfg_html = (
-            f"<h2>Configuration (config.yaml)</h2><pre>{_esc(config.read_text('utf-8'))}</pre>"
-        )
+        raw = config.read_bytes()
+        try:
+            cfg_text, cfg_note = raw.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            cfg_text = raw.decode("utf-8", errors="replace")
+            cfg_note = (
+                '<p class="note">config.yaml is not valid UTF-8; undecodable bytes are shown '
+                "as replacement characters.</p>"
+            )
+            status.append("config.yaml is not valid UTF-8 (shown with replacement characters).")
+        cfg_html = f"<h2>Configuration (config.yaml)</h2>{cfg_note}<pre>{_esc(cfg_text)}</pre>"
     else:
         cfg_html = '<h2>Configuration</h2><p class="note">no config.yaml in this run.</p>'
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -194,7 +194,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_loss, ax_val = fig.subplots(1, 2)
     if train:
-        epochs = np.array([float(r.get("epoch", 0)) for r in train])
+        epochs = _finite([r.get("epoch", 0) for r in train])
         losses = _finite([r["loss"] for r in train])
         ax_loss.plot(epochs, losses, ".", ms=3, alpha=0.35, color="#4c72b0", label="logged")
         uniq = np.unique(epochs)
