@@ -82,7 +82,9 @@ def direct_outputs(model: torch.nn.Module, root: Path, split: str, **tf) -> list
 
 def test_evaluate_matches_direct_computation(setup) -> None:
     out_dir = setup["base"] / "eval1"
-    res = evaluate(setup["ckpt"], setup["root"], "test", "all", out_dir, fit_images=3)
+    res = evaluate(
+        setup["ckpt"], setup["root"], "test", "all", out_dir, fit_images=3, components="oracle"
+    )
     assert load_results(out_dir / "results.json") == res
     assert res["data"]["num_images"] == 4 and res["evaluation"]["state_fitted"] == ["sml", "heat"]
     assert (setup["ckpt"].parent / "anomaly_state.pt").is_file()
@@ -414,6 +416,18 @@ def _ddp_worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
     )
     if rank == 1:  # every rank holds the merged results; only rank 0 wrote them
         Path(out).with_name("rank1.json").write_text(json.dumps(res["methods"]["msp"]["pooled"]))
+    evaluate(  # oracle components: a second (sharded) pass over the data
+        args["ckpt"],
+        args["root"],
+        "test",
+        "msp,sml",
+        out + "_oracle",
+        fit_images=3,
+        device="cpu",
+        save_state=False,
+        state_path=args["state"],
+        components="oracle",
+    )
 
 
 @pytest.mark.slow
@@ -430,6 +444,11 @@ def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
         "root": str(setup["root"]),
         "state": str(tmp_path / "state.pt"),
     }
+    # thresholds from calibrate drive the (default) single-pass component metrics
+    calibrate(
+        setup["ckpt"], setup["root"], "validation", "msp,sml", fit_images=3,
+        state_path=tmp_path / "state.pt",
+    )  # fmt: skip
     single = evaluate(
         setup["ckpt"],
         setup["root"],
@@ -440,6 +459,17 @@ def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
         save_state=False,
         state_path=tmp_path / "state.pt",
     )
+    single_oracle = evaluate(
+        setup["ckpt"],
+        setup["root"],
+        "test",
+        "msp,sml",
+        None,
+        fit_images=3,
+        save_state=False,
+        state_path=tmp_path / "state.pt",
+        components="oracle",
+    )
     mp.start_processes(
         _ddp_worker,
         args=(2, port, args, str(tmp_path / "ddp")),
@@ -448,16 +478,22 @@ def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
         start_method="fork",
     )
     multi = load_results(tmp_path / "ddp")
+    multi_oracle = load_results(tmp_path / "ddp_oracle")
     assert multi["timing"]["world_size"] == 2 and multi["data"]["num_images"] == 4
     assert multi["segmentation"] == single["segmentation"]
-    for name in ("msp", "sml"):
-        a, b = multi["methods"][name], single["methods"][name]
-        for section in ("pooled", "per_image", "components"):
-            for key, value in b[section].items():
-                if isinstance(value, float):
-                    assert a[section][key] == pytest.approx(value), (name, section, key)
-                else:
-                    assert a[section][key] == value, (name, section, key)
+    for one, two, source in (
+        (single, multi, "calibrated"),
+        (single_oracle, multi_oracle, "oracle"),
+    ):
+        for name in ("msp", "sml"):
+            a, b = two["methods"][name], one["methods"][name]
+            assert b["components"]["threshold_source"] == source
+            for section in ("pooled", "per_image", "components"):
+                for key, value in b[section].items():
+                    if isinstance(value, float):
+                        assert a[section][key] == pytest.approx(value, abs=1e-6), (name, key)
+                    else:
+                        assert a[section][key] == value, (name, section, key)
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank1["auroc"] == multi["methods"]["msp"]["pooled"]["auroc"]
 

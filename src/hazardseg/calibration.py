@@ -13,22 +13,23 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
-from hazardseg.anomaly.state import default_state_path, write_state
-from hazardseg.data.streethazards import StreetHazards
-from hazardseg.data.transforms import build_eval_transform
+from hazardseg import distributed
+from hazardseg.anomaly.state import write_state
+from hazardseg.config import EvalConfig
 from hazardseg.errors import HazardsegError
-from hazardseg.evaluation import dist
-from hazardseg.evaluation.methods import build_methods, prepare_methods
-from hazardseg.evaluation.run import check_options
+from hazardseg.evaluation.passes import (
+    Prepared,
+    load_for_evaluation,
+    open_split,
+    prepare,
+    split_pass,
+)
+from hazardseg.evaluation.spec import RunOptions
 from hazardseg.metrics.ood import PooledOOD, evaluation_masks
-from hazardseg.models.inference import evaluation_forward
 
 log = logging.getLogger(__name__)
 
@@ -46,110 +47,79 @@ def calibrate(
     checkpoint: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
     split: str = "validation",
-    methods: str | list[str] = "all",
+    methods: str | list[str] | None = None,
     target_fpr: float = 0.05,
     *,
-    resize: str = "native",
-    at_label_resolution: bool = True,
-    exclude_unlabeled: bool = False,
-    fit_split: str = "train",
-    fit_images: int | None = 100,
-    max_images: int | None = None,
-    model_name: str | None = None,
-    batch_size: int = 1,
-    workers: int = 0,
-    device: str | None = None,
-    method_options: dict[str, dict[str, Any]] | None = None,
-    state_path: str | os.PathLike[str] | None = None,
-    progress: bool = False,
+    spec: EvalConfig | None = None,
+    **options: Any,
 ) -> dict[str, dict[str, Any]]:
     """Choose and store each method's threshold; returns ``{name: threshold entry}``.
 
-    Only known-class pixels of ``split`` are used (anomaly pixels, if any, are ignored).
-    Fitted methods are restored or fitted exactly as ``evaluate`` does.
+    Only known-class pixels of ``split`` are used (anomaly pixels, if any, are ignored). The
+    spec and ``options`` are resolved exactly as in :func:`hazardseg.evaluation.evaluate`, and
+    the pass is the same split pass, so thresholds apply to the scores ``evaluate``,
+    ``visualize`` and ``predict`` compute.
     """
-    from hazardseg.models.checkpoint import load_model
-
-    check_options(batch_size, workers, "error", max_images)
     if not 0.0 < target_fpr < 1.0:
         raise HazardsegError(f"--target-fpr {target_fpr}: expected a fraction in (0, 1)")
     if split == "test":
         log.warning("calibrating on the test split uses the data it will be evaluated on")
-    selected = build_methods(methods, method_options)
-    dev = dist.default_device(device)
-    joined = dist.init_from_env(dev)
+    if methods is not None:
+        options["methods"] = methods if isinstance(methods, str) else ",".join(methods)
+    loaded = load_for_evaluation(checkpoint, spec, options)
+    spec_, run = loaded[2], loaded[3]
+    ctx = distributed.init_from_env(spec_.device)
     try:
-        dataset = StreetHazards(
-            data_root,
-            split,
-            build_eval_transform(resize, at_label_resolution),
-            max_images=max_images,
-        )
-        model, info = load_model(checkpoint, model_name=model_name, device=dev)
-        sha = info["sha256"]
-        spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
-        state, _, _ = prepare_methods(
-            selected,
-            model,
-            sha,
-            spath,
-            data_root=data_root,
-            fit_split=fit_split,
-            fit_images=fit_images,
-            resize=resize,
-            device=dev,
-            batch_size=batch_size,
-            workers=workers,
-        )
-        need_features = any(m.needs_features for m in selected.values())
-        pooled = {n: PooledOOD() for n in selected}
-        nonfinite = dict.fromkeys(selected, 0)
-        shard = Subset(dataset, dist.shard_indices(len(dataset)))
-        loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
-        batches: Any = loader
-        if progress and dist.rank() == 0:
-            from tqdm import tqdm
-
-            batches = tqdm(loader, desc=f"calibrate {split}", unit="batch", leave=False)
-        with torch.inference_mode():
-            for batch in batches:
-                mask = batch["mask"].to(dev)
-                logits, feats = evaluation_forward(
-                    model, batch["image"], dev, features=need_features
-                )
-                if logits.shape[-2:] != mask.shape[-2:]:
-                    logits = F.interpolate(
-                        logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
-                known = valid & ~is_anom
-                for n, m in selected.items():
-                    s = m.score(logits, feats)
-                    nonfinite[n] += int((~torch.isfinite(s) & known).sum())
-                    pooled[n].update(s, torch.zeros_like(known), known)
-        for n in selected:
-            pooled[n].all_reduce()
-            nonfinite[n] = sum(dist.gather_objects(nonfinite[n]))
-            if nonfinite[n]:
-                raise HazardsegError(
-                    f"calibration: method '{n}' gave {nonfinite[n]} NaN/infinite scores on "
-                    f"split '{split}'"
-                )
-        entries = {}
-        for n, m in selected.items():
-            res = threshold_at_fpr(pooled[n], target_fpr)
-            entries[n] = {
-                **res,
-                "target": float(target_fpr),
-                "split": split,
-                "num_images": len(dataset),
-                "exclude_unlabeled": bool(exclude_unlabeled),
-                "options": dict(m.options),
-            }
-        if dist.rank() == 0:
-            state["thresholds"].update(entries)
-            write_state(spath, state)
-        return entries
+        prepared = prepare(checkpoint, data_root, loaded, ctx.device)
+        return _calibrate(prepared, data_root, split, target_fpr, spec_, run)
     finally:
-        if joined:
-            torch.distributed.destroy_process_group()
+        distributed.cleanup(ctx)
+
+
+def _calibrate(
+    prepared: Prepared,
+    data_root: str | os.PathLike[str],
+    split: str,
+    target_fpr: float,
+    spec: EvalConfig,
+    run: RunOptions,
+) -> dict[str, dict[str, Any]]:
+    dataset = open_split(data_root, split, spec, run.max_images)
+    selected = prepared.methods
+    pooled = {n: PooledOOD() for n in selected}
+    nonfinite = dict.fromkeys(selected, 0)
+    with torch.inference_mode():
+        for b in split_pass(
+            prepared, dataset, spec, progress=run.progress, desc=f"calibrate {split}"
+        ):
+            is_anom, valid = evaluation_masks(b.mask, spec.exclude_unlabeled)
+            known = valid & ~is_anom
+            for n, s in b.scores.items():
+                nonfinite[n] += int((~torch.isfinite(s) & known).sum())
+                pooled[n].update(s, torch.zeros_like(known), known)
+    for n in selected:
+        pooled[n].all_reduce()
+        nonfinite[n] = sum(distributed.gather_objects(nonfinite[n]))
+        if nonfinite[n]:
+            raise HazardsegError(
+                f"calibration: method '{n}' gave {nonfinite[n]} NaN/infinite scores on "
+                f"split '{split}'"
+            )
+    entries = {}
+    for n, m in selected.items():
+        res = threshold_at_fpr(pooled[n], target_fpr)
+        entries[n] = {
+            **res,
+            "target": float(target_fpr),
+            "split": split,
+            "num_images": len(dataset),
+            "exclude_unlabeled": bool(spec.exclude_unlabeled),
+            "resize": spec.resize,
+            "precision": spec.precision,
+            "options": dict(m.options),
+        }
+    if distributed.rank() == 0:
+        state = prepared.state
+        state["thresholds"].update(entries)
+        write_state(prepared.state_path, state)
+    return entries

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from hazardseg import distributed
 from hazardseg.anomaly import create_method
 from hazardseg.anomaly.state import (
     default_state_path,
@@ -26,19 +26,19 @@ from hazardseg.anomaly.state import (
     matching_thresholds,
     restore_methods,
 )
+from hazardseg.config import EvalConfig
 from hazardseg.data.classes import ANOMALY_ID, PALETTE, colorize
 from hazardseg.data.inputs import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from hazardseg.data.inputs import collect_images as collect_images
 from hazardseg.data.transforms import build_eval_transform, load_image
 from hazardseg.errors import CheckpointError, DataError, HazardsegError
+from hazardseg.evaluation.spec import resolve_spec
 from hazardseg.io import atomic_path, atomic_write_json
 from hazardseg.models.checkpoint import load_model
+from hazardseg.models.inference import forward_scores
 from hazardseg.reports.panels import heatmap_rgb, overlay_segmentation, score_range
 
 log = logging.getLogger(__name__)
-
-PAD_MULTIPLE = 32
-"""Inputs are padded (edge replication) to a multiple of this, then the maps are cropped."""
 
 
 @dataclass
@@ -54,23 +54,36 @@ class Maps:
 
 
 class MapPredictor:
-    """A loaded model plus one anomaly method (restored from the state file when fitted)."""
+    """A loaded model plus one anomaly method (restored from the state file when fitted).
+
+    Images go through the one forward pass of hazardseg
+    (:func:`hazardseg.models.inference.forward_scores`) with the evaluation spec resolved as
+    in ``evaluate`` (checkpoint ``eval:`` section, then ``spec`` / keyword settings): the
+    input resize policy, precision and device, logits resized to the output size, then the
+    score. A score map therefore equals the one ``evaluate --save-maps`` writes for the
+    same image, and a threshold from ``calibrate`` means the same here.
+    """
 
     def __init__(
         self,
         checkpoint: str | os.PathLike[str],
         method: str = "max_logit",
         *,
+        spec: EvalConfig | None = None,
         model_name: str | None = None,
-        resize: str | None = None,
         state_path: str | os.PathLike[str] | None = None,
+        **settings: Any,
     ) -> None:
-        self.model, self.info = load_model(checkpoint, model_name=model_name)
-        self.model.eval()
+        model, self.info = load_model(checkpoint, model_name=model_name)
+        base = spec
+        cfg = None if spec is not None else self.info.get("config")
+        config_file = settings.pop("config_file", None)
+        self.spec = resolve_spec(cfg, config_file, base=base, **settings)
+        self.device = distributed.resolve_device(self.spec.device)
+        self.model = model.to(self.device).eval()
         self.method_name = method
         self.method = create_method(method)
-        cfg_eval = (self.info.get("config") or {}).get("eval") or {}
-        self.resize = resize or str(cfg_eval.get("resize") or "native")
+        self.resize = self.spec.resize
         self.transform = build_eval_transform(self.resize, at_label_resolution=True)
         spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
         self.state_path = spath
@@ -95,34 +108,42 @@ class MapPredictor:
         return None if self.calibrated is None else float(self.calibrated["threshold"])
 
     @torch.inference_mode()
-    def __call__(self, image: Image.Image, out_size: tuple[int, int] | None = None) -> Maps:
-        """Run the model on an RGB image; maps are returned at ``out_size`` (H, W), by
-        default the image's own size."""
-        h0, w0 = image.height, image.width
-        out_size = out_size or (h0, w0)
-        x, _ = self.transform(image, Image.new("L", image.size))
-        x = x.unsqueeze(0)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        need_features = bool(self.method.needs_features)
-        out = self.model(x, return_features=True) if need_features else self.model(x)
-        logits = out["out"].float()
-        score = self.method.score(logits, out.get("features")).float()
-        logits, score = logits[..., :h, :w], score[..., :h, :w]
-        if (h, w) != tuple(out_size):
-            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-            score = F.interpolate(
-                score[:, None], size=out_size, mode="bilinear", align_corners=False
-            )[:, 0]
-        prob = logits.softmax(dim=1)
-        conf, pred = prob.max(dim=1)
-        return Maps(
-            pred=pred[0].to(torch.uint8).numpy(),
-            confidence=conf[0].numpy().astype(np.float32),
-            score=score[0].numpy().astype(np.float32),
+    def predict_batch(
+        self, images: list[Image.Image], out_size: tuple[int, int] | None = None
+    ) -> list[Maps]:
+        """Maps of RGB images of one size, at ``out_size`` (H, W; default: their size)."""
+        if not images:
+            return []
+        size = images[0].size
+        if any(im.size != size for im in images):
+            raise ValueError("predict_batch needs images of one size")
+        out_size = out_size or (size[1], size[0])
+        blank = Image.new("L", size)
+        x = torch.stack([self.transform(im, blank)[0] for im in images])
+        scored = forward_scores(
+            self.model,
+            x,
+            {self.method_name: self.method},
+            self.device,
+            out_size,
+            precision=self.spec.precision,
         )
+        conf, pred = scored.logits.softmax(dim=1).max(dim=1)
+        score = scored.scores[self.method_name].float()
+        pred, conf, score = pred.cpu(), conf.cpu(), score.cpu()
+        return [
+            Maps(
+                pred=pred[i].to(torch.uint8).numpy(),
+                confidence=conf[i].numpy().astype(np.float32),
+                score=score[i].numpy().astype(np.float32),
+            )
+            for i in range(len(images))
+        ]
+
+    def __call__(self, image: Image.Image, out_size: tuple[int, int] | None = None) -> Maps:
+        """Run the model on one RGB image; maps at ``out_size`` (H, W), by default the
+        image's own size."""
+        return self.predict_batch([image], out_size)[0]
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -138,6 +159,48 @@ def mask_overlay(image: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> np.nd
     return out
 
 
+def _write_outputs(
+    out: Path, key: str, path: Path, pil: Image.Image, maps: Maps, thr: float
+) -> dict[str, Any]:
+    """Write the four PNGs of one image; return its predictions.json row."""
+    rgb = np.asarray(pil, dtype=np.uint8)
+    mask = np.nan_to_num(maps.score, nan=-np.inf) >= thr
+    vmin, vmax = score_range([maps.score])
+    files = {
+        "segmentation": out / f"{key}_seg.png",
+        "heat": out / f"{key}_heat.png",
+        "mask": out / f"{key}_mask.png",
+        "overlay": out / f"{key}_overlay.png",
+    }
+    _save_png(colorize(maps.pred), files["segmentation"])
+    _save_png(heatmap_rgb(maps.score, vmin, vmax), files["heat"])
+    _save_png(mask.astype(np.uint8) * 255, files["mask"])
+    _save_png(mask_overlay(rgb, maps.pred, mask), files["overlay"])
+    return {
+        "image": str(path),
+        "width": pil.width,
+        "height": pil.height,
+        "anomaly_fraction": float(mask.mean()),
+        "heat_range": [vmin, vmax],
+        "files": {k: str(v) for k, v in files.items()},
+    }
+
+
+def _resolve_threshold(
+    predictor: MapPredictor, threshold: float | None, checkpoint: Any
+) -> tuple[float, str]:
+    if threshold is not None:
+        return float(threshold), "--threshold"
+    if predictor.threshold is not None:
+        return predictor.threshold, f"calibrated ({predictor.state_path})"
+    method = predictor.method_name
+    raise HazardsegError(
+        f"no calibrated threshold for method '{method}' in {predictor.state_path}: run "
+        f"`hazardseg calibrate --checkpoint {checkpoint} --methods {method} ...` or pass "
+        "--threshold X"
+    )
+
+
 def predict(
     checkpoint: str | os.PathLike[str],
     inputs: list[str | os.PathLike[str]],
@@ -145,34 +208,37 @@ def predict(
     *,
     method: str = "max_logit",
     threshold: float | None = None,
-    model_name: str | None = None,
-    resize: str | None = None,
     state_path: str | os.PathLike[str] | None = None,
+    model_name: str | None = None,
+    spec: EvalConfig | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Write ``<key>_seg.png``, ``<key>_heat.png``, ``<key>_mask.png`` and
     ``<key>_overlay.png`` per image into ``out_dir`` plus ``predictions.json``.
 
-    The threshold is ``threshold`` when given, else the calibrated one stored for the method
-    (HazardsegError when neither exists). Images that cannot be decoded are skipped with a
-    warning and listed under ``failed`` in the returned summary.
+    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``batch_size``,
+    ``precision``); consecutive images of one size are run as one batch of up to
+    ``batch_size``. The threshold is ``threshold`` when given, else the calibrated one stored
+    for the method (HazardsegError when neither exists). Images that cannot be decoded are
+    skipped with a warning and listed under ``failed`` in the returned summary.
     """
     images = collect_images(inputs)
     predictor = MapPredictor(
-        checkpoint, method, model_name=model_name, resize=resize, state_path=state_path
+        checkpoint, method, spec=spec, model_name=model_name, state_path=state_path, **settings
     )
-    if threshold is not None:
-        thr, source = float(threshold), "--threshold"
-    elif predictor.threshold is not None:
-        thr, source = predictor.threshold, f"calibrated ({predictor.state_path})"
-    else:
-        raise HazardsegError(
-            f"no calibrated threshold for method '{method}' in {predictor.state_path}: run "
-            f"`hazardseg calibrate --checkpoint {checkpoint} --methods {method} ...` or pass "
-            "--threshold X"
-        )
+    thr, source = _resolve_threshold(predictor, threshold, checkpoint)
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
+    pending: list[tuple[Path, str, Image.Image]] = []
+
+    def flush() -> None:
+        if pending:
+            maps = predictor.predict_batch([pil for _, _, pil in pending])
+            for (path, key, pil), m in zip(pending, maps, strict=True):
+                rows.append(_write_outputs(out, key, path, pil, m, thr))
+            pending.clear()
+
     for path, key in images:
         try:
             pil = load_image(path)
@@ -180,36 +246,20 @@ def predict(
             log.warning("skipping %s", exc)
             failed.append({"path": str(path), "error": str(exc)})
             continue
-        maps = predictor(pil)
-        rgb = np.asarray(pil, dtype=np.uint8)
-        mask = np.nan_to_num(maps.score, nan=-np.inf) >= thr
-        vmin, vmax = score_range([maps.score])
-        files = {
-            "segmentation": out / f"{key}_seg.png",
-            "heat": out / f"{key}_heat.png",
-            "mask": out / f"{key}_mask.png",
-            "overlay": out / f"{key}_overlay.png",
-        }
-        _save_png(colorize(maps.pred), files["segmentation"])
-        _save_png(heatmap_rgb(maps.score, vmin, vmax), files["heat"])
-        _save_png(mask.astype(np.uint8) * 255, files["mask"])
-        _save_png(mask_overlay(rgb, maps.pred, mask), files["overlay"])
-        rows.append(
-            {
-                "image": str(path),
-                "width": pil.width,
-                "height": pil.height,
-                "anomaly_fraction": float(mask.mean()),
-                "heat_range": [vmin, vmax],
-                "files": {k: str(v) for k, v in files.items()},
-            }
-        )
+        if pending and pending[0][2].size != pil.size:
+            flush()
+        pending.append((path, key, pil))
+        if len(pending) >= predictor.spec.batch_size:
+            flush()
+    flush()
     summary = {
         "checkpoint": str(checkpoint),
         "method": method,
         "threshold": thr,
         "threshold_source": source,
         "resize": predictor.resize,
+        "device": str(predictor.device),
+        "batch_size": predictor.spec.batch_size,
         "images": rows,
         "failed": failed,
     }

@@ -118,14 +118,18 @@ def visualize(
     select: str = "even",
     by: str = "miou",
     model_name: str | None = None,
-    resize: str | None = None,
     grid: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Write one panel PNG per chosen sample (``<split>_<index>.png``), a comparison grid
-    (``<split>_grid.png``) and ``panels.json``; return that summary."""
+    (``<split>_grid.png``) and ``panels.json``; return that summary.
+
+    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``precision``,
+    ``config_file``) resolved as in ``evaluate``; maps come from the one forward pass.
+    """
     dataset = StreetHazards(data_root, split)
     _parse_selection(split, len(dataset), samples, indices, select, by)
-    predictor = MapPredictor(checkpoint, method, model_name=model_name, resize=resize)
+    predictor = MapPredictor(checkpoint, method, model_name=model_name, **settings)
     with_scores = split == "test"
 
     def sample_data(i: int) -> PanelData:

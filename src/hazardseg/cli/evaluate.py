@@ -41,6 +41,16 @@ def _setup_logging() -> None:
 
 
 OPTION_HELP = "Method option METHOD.KEY=VALUE (repeatable), e.g. energy.temperature=2."
+SPEC_HELP = "unset: the checkpoint's eval section, then --config"
+
+
+def spec_flags(config: Path | None, **flags: Any) -> dict[str, Any]:
+    """Spec settings given on the command line (None = not given) and the ``--config`` file;
+    the command combines them with the checkpoint's own ``eval:`` section."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if config is not None:
+        given["config_file"] = config
+    return given
 
 
 def evaluate_cmd(
@@ -49,9 +59,16 @@ def evaluate_cmd(
     ),
     data: Path = typer.Option(..., "--data", help="StreetHazards root folder."),
     split: str = typer.Option("test", "--split", help="train, validation or test."),
-    methods: str = typer.Option("all", "--methods", help="'all' or names, e.g. msp,max_logit."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="'all' or names, e.g. msp,max_logit (default: all)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder for results.json (and maps/)."),
-    resize: str = typer.Option("native", "--resize", help="native, WxH or short:N."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
+    ),
+    resize: str | None = typer.Option(
+        None, "--resize", help=f"native, WxH or short:N ({SPEC_HELP}; default native)."
+    ),
     at_input_resolution: bool = typer.Option(
         False,
         "--at-input-resolution",
@@ -60,21 +77,36 @@ def evaluate_cmd(
     exclude_unlabeled: bool = typer.Option(
         False, "--exclude-unlabeled", help="Leave 'unlabeled' pixels out of anomaly metrics."
     ),
-    fit_split: str = typer.Option("train", "--fit-split", help="Split that fits SML/HEAT."),
-    fit_images: int = typer.Option(100, "--fit-images", help="Images used for fitting."),
+    fit_split: str | None = typer.Option(
+        None, "--fit-split", help="Split that fits SML/HEAT (default train)."
+    ),
+    fit_images: int | None = typer.Option(
+        None, "--fit-images", help="Images used for fitting (default 100)."
+    ),
     save_maps: bool = typer.Option(
         False, "--save-maps", help="Write OUT/maps/<method>/<town>/<n>.npy (float32)."
     ),
     max_images: int | None = typer.Option(None, "--max-images", help="First N images only."),
     model: str | None = typer.Option(None, "--model", help="Model name for bare state dicts."),
-    batch_size: int = typer.Option(1, "--batch-size"),
-    workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
-    nonfinite: str = typer.Option(
-        "error", "--nonfinite", help="NaN/inf scores: 'error' or 'exclude' (count recorded)."
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per forward."),
+    workers: int | None = typer.Option(None, "--workers", help="Data-loading worker processes."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda, cuda:1 ... (default auto)."
+    ),
+    precision: str | None = typer.Option(
+        None, "--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."
+    ),
+    nonfinite: str | None = typer.Option(
+        None, "--nonfinite", help="NaN/inf scores: 'error' or 'exclude' (count recorded)."
+    ),
+    components: str | None = typer.Option(
+        None,
+        "--components",
+        help="Component metrics: calibrated (default, thresholds from calibrate), oracle "
+        "(pooled best-F1 on this split, a second forward pass) or none.",
     ),
     no_components: bool = typer.Option(
-        False, "--no-components", help="Skip component metrics (no score maps kept)."
+        False, "--no-components", help="Skip component metrics (same as --components none)."
     ),
     option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
     state: Path | None = typer.Option(
@@ -89,26 +121,32 @@ def evaluate_cmd(
     from hazardseg.evaluation import evaluate, summary_table
 
     _setup_logging()
+    flags = spec_flags(
+        config,
+        methods=methods,
+        resize=resize,
+        at_label_resolution=False if at_input_resolution else None,
+        exclude_unlabeled=True if exclude_unlabeled else None,
+        fit_split=fit_split,
+        fit_images=fit_images,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        nonfinite=nonfinite,
+        components="none" if no_components else components,
+    )
     results = evaluate(
         checkpoint,
         data,
         split,
-        methods,
+        flags.pop("methods", None),
         out,
-        resize=resize,
-        at_label_resolution=not at_input_resolution,
-        exclude_unlabeled=exclude_unlabeled,
-        fit_split=fit_split,
-        fit_images=fit_images,
+        **flags,
         save_maps=save_maps,
         max_images=max_images,
         model_name=model,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
         method_options=parse_method_options(option),
-        nonfinite=nonfinite,
-        components=not no_components,
         state_path=state,
         progress=not quiet,
         overlap=not no_overlap,
@@ -155,20 +193,26 @@ def calibrate_cmd(
     ),
     data: Path = typer.Option(..., "--data", help="StreetHazards root folder."),
     split: str = typer.Option("validation", "--split", help="Anomaly-free split to use."),
-    methods: str = typer.Option("all", "--methods", help="'all' or names, e.g. msp,sml."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="'all' or names, e.g. msp,sml (default: all)."
+    ),
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Fraction of known pixels flagged."
     ),
-    resize: str = typer.Option("native", "--resize", help="native, WxH or short:N."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
+    ),
+    resize: str | None = typer.Option(None, "--resize", help="native, WxH or short:N."),
     at_input_resolution: bool = typer.Option(False, "--at-input-resolution"),
     exclude_unlabeled: bool = typer.Option(False, "--exclude-unlabeled"),
-    fit_split: str = typer.Option("train", "--fit-split"),
-    fit_images: int = typer.Option(100, "--fit-images"),
+    fit_split: str | None = typer.Option(None, "--fit-split"),
+    fit_images: int | None = typer.Option(None, "--fit-images"),
     max_images: int | None = typer.Option(None, "--max-images"),
     model: str | None = typer.Option(None, "--model", help="Model name for bare state dicts."),
-    batch_size: int = typer.Option(1, "--batch-size"),
-    workers: int = typer.Option(0, "--workers"),
-    device: str = typer.Option("auto", "--device"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    workers: int | None = typer.Option(None, "--workers"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
     option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
     state: Path | None = typer.Option(None, "--state", help="Anomaly state file to update."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -177,22 +221,28 @@ def calibrate_cmd(
     from hazardseg.calibration import calibrate
 
     _setup_logging()
+    flags = spec_flags(
+        config,
+        methods=methods,
+        resize=resize,
+        at_label_resolution=False if at_input_resolution else None,
+        exclude_unlabeled=True if exclude_unlabeled else None,
+        fit_split=fit_split,
+        fit_images=fit_images,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+    )
     entries = calibrate(
         checkpoint,
         data,
         split,
-        methods,
+        flags.pop("methods", None),
         target_fpr,
-        resize=resize,
-        at_label_resolution=not at_input_resolution,
-        exclude_unlabeled=exclude_unlabeled,
-        fit_split=fit_split,
-        fit_images=fit_images,
+        **flags,
         max_images=max_images,
         model_name=model,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
         method_options=parse_method_options(option),
         state_path=state,
         progress=not quiet,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from hazardseg.cli.evaluate import spec_flags
 from hazardseg.errors import DataError, HazardsegError
 
 
@@ -35,6 +36,11 @@ def visualize_cmd(
         None, "--resize", help="Input resize policy (default: the checkpoint's eval.resize)."
     ),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write a comparison grid."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
 ) -> None:
     """Draw per-sample panels (input, ground truth, prediction, errors, anomaly maps)."""
     from hazardseg.visualize import visualize
@@ -50,8 +56,8 @@ def visualize_cmd(
         select=select,
         by=by,
         model_name=model,
-        resize=resize,
         grid=grid,
+        **spec_flags(config, resize=resize, device=device, precision=precision),
     )
     for row in summary["samples"]:
         miou = "n/a" if row["miou"] is None else f"{100 * row['miou']:.1f}"
@@ -72,6 +78,19 @@ def predict_cmd(
     resize: str | None = typer.Option(
         None, "--resize", help="Input resize policy (default: the checkpoint's eval.resize)."
     ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (GPU if available), cpu, cuda, cuda:1 ..."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Images of one size per forward pass."
+    ),
+    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    state: Path | None = typer.Option(
+        None, "--state", help="Anomaly state file (default: anomaly_state.pt beside CKPT)."
+    ),
 ) -> None:
     """Segment images and detect anomalies; writes seg, heat, mask and overlay PNGs."""
     from hazardseg.predict import predict
@@ -83,7 +102,10 @@ def predict_cmd(
         method=method,
         threshold=threshold,
         model_name=model,
-        resize=resize,
+        state_path=state,
+        **spec_flags(
+            config, resize=resize, device=device, batch_size=batch_size, precision=precision
+        ),
     )
     typer.echo(
         f"threshold {summary['threshold']:.4g} ({summary['threshold_source']}); "

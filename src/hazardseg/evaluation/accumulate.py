@@ -1,10 +1,8 @@
-"""Per-method metric accumulators and the per-image score store used by the component pass."""
+"""Per-method metric accumulators, the optional score-map writer and the background worker."""
 
 from __future__ import annotations
 
 import queue
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,6 +62,18 @@ class MethodAccumulator:
         self.nonfinite_images.extend(other.nonfinite_images)
         return self
 
+    def all_reduce(self) -> None:
+        """Merge this method's accumulators across ranks (every rank ends with the total)."""
+        from hazardseg import distributed
+
+        if not distributed.is_distributed():
+            return
+        self.pooled.all_reduce()
+        self.per_image.all_reduce()
+        parts = distributed.gather_objects((self.nonfinite, self.nonfinite_images))
+        self.nonfinite = sum(p[0] for p in parts)
+        self.nonfinite_images = [i for p in parts for i in p[1]]
+
     def check_nonfinite(self, where: str) -> None:
         """Raise when non-finite scores were seen and the policy is ``"error"``."""
         if self.nonfinite and self.policy == "error":
@@ -75,60 +85,24 @@ class MethodAccumulator:
             )
 
 
-class ScoreStore:
-    """Per-image float32 score maps (``<dir>/<method>/<rel>.npy``) and evaluation masks.
+class MapWriter:
+    """Writes score maps as float32 ``<dir>/<method>/<rel>.npy`` (``--save-maps``; atomic).
 
-    Maps go to ``maps_dir`` when given (kept; ``--save-maps``), else to a scratch folder that
-    :meth:`close` removes. Masks are kept in the scratch folder as uint8 (0 ignored,
-    1 known, 2 anomaly).
+    Only this opt-in output keeps score maps on disk: component metrics never need them.
     """
 
-    def __init__(self, maps_dir: Path | None = None, scratch_parent: Path | None = None) -> None:
-        self.scratch = Path(tempfile.mkdtemp(prefix="hazardseg-eval-", dir=scratch_parent))
-        self.maps_dir = maps_dir
-        self._keep = maps_dir is not None
+    def __init__(self, maps_dir: Path) -> None:
+        self.maps_dir = Path(maps_dir)
 
     def map_path(self, method: str, rel: str) -> Path:
-        """Where the score map of image ``rel`` for ``method`` is stored."""
-        base = self.maps_dir if self.maps_dir is not None else self.scratch / "maps"
-        return base / method / map_relpath(rel)
+        """Where the score map of image ``rel`` for ``method`` is written."""
+        return self.maps_dir / method / map_relpath(rel)
 
     def put(self, method: str, rel: str, scores: torch.Tensor) -> None:
-        """Store one (H, W) score map as float32."""
+        """Write one (H, W) score map as float32."""
         arr = scores.detach().to("cpu", torch.float32).numpy()
-        path = self.map_path(method, rel)
-        if self._keep:
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, arr)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, arr)
-
-    def get(self, method: str, rel: str) -> np.ndarray:
-        """Load the stored score map of ``rel``."""
-        return np.load(self.map_path(method, rel))
-
-    def put_mask(self, rel: str, is_anomaly: torch.Tensor, valid: torch.Tensor) -> None:
-        """Store the evaluation masks of one image."""
-        code = valid.to(torch.uint8) * (1 + is_anomaly.to(torch.uint8))
-        path = self.scratch / "masks" / map_relpath(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, code.cpu().numpy())
-
-    def get_mask(self, rel: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(is_anomaly, valid)`` of one image."""
-        code = torch.from_numpy(np.load(self.scratch / "masks" / map_relpath(rel)))
-        return code == 2, code > 0
-
-    def close(self) -> None:
-        """Remove the scratch folder."""
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def __enter__(self) -> ScoreStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        with atomic_path(self.map_path(method, rel)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
 
 
 class BackgroundWorker:

@@ -1,15 +1,20 @@
-"""Component-level metrics at each method's pooled best-F1 threshold (second, model-free pass)."""
+"""Component-level metrics inside the evaluation pass, at a threshold known before it starts.
+
+``calibrated`` (default): each method's threshold stored by ``calibrate`` (chosen on
+anomaly-free validation data), so the metrics are computed in the same single pass as
+everything else and no score map is kept. ``oracle``: the pooled best-F1 threshold of the
+evaluated split itself, which is known only after the pass; the caller then runs a second
+pass over the data (a second forward, no disk).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from hazardseg.evaluation import dist
+from hazardseg import distributed
 
 if TYPE_CHECKING:
     from hazardseg.metrics.components import ComponentMetrics
@@ -27,31 +32,35 @@ def pooled_thresholds(pooled: dict[str, dict[str, Any]]) -> dict[str, float | No
     return out
 
 
-def component_pass(
+def component_accumulators(
     thresholds: dict[str, float | None],
-    ids: list[str],
-    get_scores: Callable[[str, str], np.ndarray],
-    get_mask: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
 ) -> dict[str, ComponentMetrics | None]:
-    """Feed every image's stored score map into a ComponentMetrics per method."""
+    """One ComponentMetrics per method with a threshold (None where there is none)."""
     from hazardseg.metrics.components import ComponentMetrics
 
-    metrics = {n: ComponentMetrics(t) if t is not None else None for n, t in thresholds.items()}
-    for rel in ids:
-        is_anom, valid = get_mask(rel)
-        for name, cm in metrics.items():
-            if cm is None:
-                continue
-            scores = torch.from_numpy(np.asarray(get_scores(name, rel), dtype=np.float32))
-            cm.update(scores, is_anom, valid & torch.isfinite(scores))
-    return metrics
+    return {n: None if t is None else ComponentMetrics(t) for n, t in thresholds.items()}
+
+
+def update_components(
+    metrics: dict[str, ComponentMetrics | None],
+    scores: dict[str, torch.Tensor],
+    is_anomaly: torch.Tensor,
+    valid: torch.Tensor,
+) -> None:
+    """Add a batch: scores (N, H, W) per method, masks (N, H, W); non-finite pixels excluded."""
+    for name, cm in metrics.items():
+        if cm is None or name not in scores:
+            continue
+        s = scores[name]
+        cm.update(s, is_anomaly, valid & torch.isfinite(s))
 
 
 def merge_component_accumulators(
-    parts: dict[str, ComponentMetrics | None],
+    parts: dict[str, ComponentMetrics | None], source: str
 ) -> dict[str, dict[str, Any] | None]:
-    """Merge every rank's component accumulators and return the results.json sections."""
-    gathered = dist.gather_objects(parts)
+    """Merge every rank's component accumulators and return the results.json sections;
+    ``source`` says where the threshold came from ("calibrated" or "oracle")."""
+    gathered = distributed.gather_objects(parts)
     out: dict[str, dict[str, Any] | None] = {}
     for name in parts:
         merged = None
@@ -60,11 +69,11 @@ def merge_component_accumulators(
             if cm is None:
                 continue
             merged = cm if merged is None else merged.merge(cm)
-        out[name] = None if merged is None else component_section(merged)
+        out[name] = None if merged is None else component_section(merged, source)
     return out
 
 
-def component_section(cm: ComponentMetrics) -> dict[str, Any]:
+def component_section(cm: ComponentMetrics, source: str) -> dict[str, Any]:
     """The ``components`` block of one method."""
     res = cm.compute()
     keys = (
@@ -82,4 +91,5 @@ def component_section(cm: ComponentMetrics) -> dict[str, Any]:
         out[k] = None if v is None or not math.isfinite(float(v)) else float(v)
     if out["f1_per_tau"] is not None:
         out["f1_per_tau"] = {str(t): float(v) for t, v in dict(out["f1_per_tau"]).items()}
+    out["threshold_source"] = source
     return out

@@ -15,16 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from hazardseg.config import EvalConfig
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError
-from hazardseg.evaluation.accumulate import MethodAccumulator, ScoreStore, map_relpath
+from hazardseg.evaluation.accumulate import MethodAccumulator, map_relpath
 from hazardseg.evaluation.components import (
-    component_pass,
+    component_accumulators,
     merge_component_accumulators,
     pooled_thresholds,
+    update_components,
 )
 from hazardseg.evaluation.report import method_section, results_document
-from hazardseg.evaluation.run import check_options
+from hazardseg.evaluation.spec import RunOptions, check_run_options, check_spec
 from hazardseg.metrics.ood import evaluation_masks
 from hazardseg.results import save_results
 
@@ -66,7 +68,8 @@ def evaluate_maps(
 ) -> dict[str, Any]:
     """Evaluate precomputed score maps on a split; write ``<out_dir>/results.json``, return it."""
     t_start = time.perf_counter()
-    check_options(1, 0, nonfinite, max_images)
+    check_spec(EvalConfig(nonfinite=nonfinite))
+    check_run_options(RunOptions(max_images=max_images))
     mdir = Path(maps_dir)
     if not mdir.is_dir():
         raise DataError(f"score-map folder not found: {mdir}")
@@ -80,40 +83,42 @@ def evaluate_maps(
         )
     acc = MethodAccumulator(name, nonfinite)
     t_metrics = 0.0
-    with ScoreStore() as store:
-        indices = range(len(dataset))
-        if progress:
-            from tqdm import tqdm
+    indices: Any = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
 
-            indices = tqdm(indices, desc=f"eval-maps {split}", unit="image", leave=False)
-        for i in indices:
+        indices = tqdm(indices, desc=f"eval-maps {split}", unit="image", leave=False)
+    for i in indices:
+        sample = dataset[i]
+        mask = sample["mask"]
+        rel = sample["path"]
+        scores = torch.from_numpy(load_score_map(mdir / map_relpath(rel), mask.shape))
+        t0 = time.perf_counter()
+        is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
+        acc.update(scores[None], is_anom[None], valid[None], [rel])
+        t_metrics += time.perf_counter() - t0
+    acc.check_nonfinite(str(mdir))
+    pooled = acc.pooled.compute(max_curve_points)
+    if pooled["undefined_reason"] is not None:
+        raise DataError(
+            f"split '{split}' of {data_root}: {pooled['undefined_reason']} in "
+            f"{len(rels)} images; pooled anomaly metrics are undefined"
+        )
+    comp: dict[str, Any] = {name: None}
+    if components:
+        # oracle threshold (pooled best-F1 of these maps): a second read of the maps and
+        # labels, nothing kept on disk
+        t0 = time.perf_counter()
+        parts = component_accumulators(pooled_thresholds({name: pooled}))
+        for i in range(len(dataset)):
             sample = dataset[i]
-            mask = sample["mask"]
-            rel = sample["path"]
-            scores = torch.from_numpy(load_score_map(mdir / map_relpath(rel), mask.shape))
-            t0 = time.perf_counter()
-            is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
-            acc.update(scores[None], is_anom[None], valid[None], [rel])
-            store.put_mask(rel, is_anom, valid)
-            t_metrics += time.perf_counter() - t0
-        acc.check_nonfinite(str(mdir))
-        pooled = acc.pooled.compute(max_curve_points)
-        if pooled["undefined_reason"] is not None:
-            raise DataError(
-                f"split '{split}' of {data_root}: {pooled['undefined_reason']} in "
-                f"{len(rels)} images; pooled anomaly metrics are undefined"
+            scores = torch.from_numpy(
+                load_score_map(mdir / map_relpath(sample["path"]), sample["mask"].shape)
             )
-        comp: dict[str, Any] = {name: None}
-        if components:
-            t0 = time.perf_counter()
-            parts = component_pass(
-                pooled_thresholds({name: pooled}),
-                rels,
-                lambda _m, r: np.load(mdir / map_relpath(r), allow_pickle=False),
-                store.get_mask,
-            )
-            comp = merge_component_accumulators(parts)
-            t_metrics += time.perf_counter() - t0
+            is_anom, valid = evaluation_masks(sample["mask"], exclude_unlabeled)
+            update_components(parts, {name: scores[None]}, is_anom[None], valid[None])
+        comp = merge_component_accumulators(parts, "oracle")
+        t_metrics += time.perf_counter() - t0
     section = method_section(acc, {"maps": str(mdir.resolve())}, comp[name], None, pooled)
     notes = [f"{name}: {acc.nonfinite} non-finite scores excluded"] if acc.nonfinite else []
     total = time.perf_counter() - t_start

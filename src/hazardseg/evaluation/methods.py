@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hazardseg import distributed
 from hazardseg.anomaly import AnomalyMethod, create_method, parse_methods
 from hazardseg.anomaly.state import (
     empty_state,
@@ -22,7 +23,6 @@ from hazardseg.anomaly.state import (
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import CheckpointError, DataError, HazardsegError
-from hazardseg.evaluation import dist
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def prepare_methods(
     if not todo:
         return state, restored, []
     fitted_states: dict[str, Any] = {}
-    if dist.rank() == 0:
+    if distributed.rank() == 0:
         try:
             loader = fit_loader(data_root, fit_split, resize, fit_images, batch_size, workers)
         except DataError as exc:
@@ -110,7 +110,7 @@ def prepare_methods(
             log.info("fitting %s on %d %s images", name, len(loader.dataset), fit_split)
             methods[name].fit(model, loader, device=device, max_images=fit_images)
             fitted_states[name] = methods[name].state_dict()
-    fitted_states = dist.broadcast_object(fitted_states)
+    fitted_states = distributed.broadcast_object(None, fitted_states)
     for name in todo:
         methods[name].load_state_dict(fitted_states[name])
         # a refitted method has a new score scale: its old calibrated threshold is invalid
@@ -120,7 +120,7 @@ def prepare_methods(
             "fit": dict(fit[name]),
             "state": fitted_states[name],
         }
-    if save and dist.rank() == 0:
+    if save and distributed.rank() == 0:
         try:
             write_state(state_path, state)
         except OSError as exc:

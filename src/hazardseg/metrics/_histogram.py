@@ -224,25 +224,28 @@ class ScoreHistogram:
         return twin
 
     def all_reduce(self) -> None:
-        """Combine the histograms of all torch.distributed ranks (no-op when not initialised)."""
-        import torch.distributed as dist
+        """Combine the histograms of all torch.distributed ranks (no-op when not distributed).
 
-        if not (dist.is_available() and dist.is_initialized()):
+        Counts stay on their device; :mod:`hazardseg.distributed` moves them to the backend's.
+        """
+        from hazardseg import distributed
+
+        if not distributed.is_distributed():
             return
         info = torch.tensor([self.bits, -int(self.counts.dtype == torch.int64)])
-        dist.all_reduce(info, op=dist.ReduceOp.MIN)
+        distributed.all_reduce(info, "min")
         total = torch.tensor([self.total], dtype=torch.int64)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        distributed.all_reduce(total, "sum")
         while self.bits > int(info[0]):
             self.coarsen()
         if int(info[1]) < 0 or int(total[0]) > INT32_MAX:
             self._widen()
             while self.bits > WIDE_BITS:
                 self.coarsen()
-        dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
+        distributed.all_reduce(self.counts, "sum")
         lo, hi = self.lo.to(torch.int32), self.hi.to(torch.int32)
-        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        distributed.all_reduce(lo, "min")
+        distributed.all_reduce(hi, "max")
         self.lo.copy_(lo)
         self.hi.copy_(hi)
         self.total = int(total[0])

@@ -63,7 +63,14 @@ class SparseCounts:
     def update(
         self, scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None
     ) -> None:
-        """Count flattened ``scores`` with labels ``positive`` where ``valid`` (None = all)."""
+        """Count flattened ``scores`` with labels ``positive`` where ``valid`` (None = all).
+
+        On an accelerator the keys are sorted and run-length counted on the scores' device;
+        only the distinct keys and their counts move to the CPU table.
+        """
+        if scores.device.type != "cpu":
+            self._update_on_device(scores, positive, valid)
+            return
         keys = float_keys(scores).cpu().numpy()
         pos = positive.reshape(-1).cpu().numpy()
         if valid is not None:
@@ -73,6 +80,28 @@ class SparseCounts:
             neg_keys, pos_keys = keys[~pos], keys[pos]
         nk, nc = _run_lengths(np.sort(neg_keys))
         pk, pc = _run_lengths(np.sort(pos_keys))
+        self.add(
+            np.concatenate((nk, pk)),
+            np.concatenate((nc, np.zeros_like(pc))),
+            np.concatenate((np.zeros_like(nc), pc)),
+        )
+
+    def _update_on_device(
+        self, scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None
+    ) -> None:
+        keys = float_keys(scores)
+        pos = positive.reshape(-1).to(keys.device)
+        v = None if valid is None else valid.reshape(-1).to(keys.device)
+        parts = []
+        for label in (False, True):
+            sel = pos if label else ~pos
+            if v is not None:
+                sel = sel & v
+            distinct, counts = torch.unique_consecutive(
+                torch.sort(keys[sel]).values, return_counts=True
+            )
+            parts.append((distinct.cpu().numpy(), counts.cpu().numpy().astype(np.int64)))
+        (nk, nc), (pk, pc) = parts
         self.add(
             np.concatenate((nk, pk)),
             np.concatenate((nc, np.zeros_like(pc))),

@@ -226,25 +226,23 @@ class PooledOOD:
         return self
 
     def all_reduce(self) -> None:
-        """Combine the accumulators of all torch.distributed ranks (no-op when not initialised).
+        """Combine the accumulators of all torch.distributed ranks (no-op when not distributed).
 
         Exact tables are gathered and merged when every rank is still exact; otherwise every
-        rank moves to the histogram and the histograms are summed.
+        rank moves to the histogram and the histograms are summed on their device.
         """
-        import torch.distributed as dist
+        from hazardseg import distributed
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not distributed.is_distributed():
             return
         any_hist = torch.tensor([int(self.sparse is None)])
-        dist.all_reduce(any_hist, op=dist.ReduceOp.MAX)
+        distributed.all_reduce(any_hist, "max")
         if int(any_hist) == 0:
             assert self.sparse is not None
             self.sparse.flush()
             mine = (self.sparse.keys, self.sparse.neg, self.sparse.pos)
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, mine)
             merged = PooledOOD(self.bits, self.max_distinct)
-            for keys, neg, pos in gathered:
+            for keys, neg, pos in distributed.gather_objects(mine):
                 part = PooledOOD(self.bits, self.max_distinct)
                 assert part.sparse is not None
                 part.sparse.add(keys, neg, pos)

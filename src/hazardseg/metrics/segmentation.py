@@ -71,11 +71,11 @@ class ConfusionMatrix:
         return self
 
     def all_reduce(self) -> None:
-        """Sum ``matrix`` over all torch.distributed ranks (no-op when not initialised)."""
-        import torch.distributed as dist
+        """Sum ``matrix`` over all torch.distributed ranks (no-op when not distributed); the
+        matrix stays on its device."""
+        from hazardseg import distributed
 
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        distributed.all_reduce(self.matrix, "sum")
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Return ``iou`` (float64 tensor, NaN for absent classes), ``miou``,

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hazardseg.config import TrainConfig
 from hazardseg.distributed import DistContext
@@ -122,24 +121,27 @@ def validate(
 ) -> ConfusionMatrix:
     """Accumulate a dataset-level confusion matrix (summed over ranks) of ``model``'s argmax.
 
-    Logits are resized bilinearly to the mask's resolution when they differ.
+    Uses the one forward pass (:func:`hazardseg.models.inference.forward_logits`) with the
+    run's precision: logits are resized bilinearly to the mask's resolution when they differ.
+    The matrix is accumulated on ``device`` and reduced inside the training process group.
     """
+    from hazardseg.models.inference import forward_logits
+
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes)
     cm.matrix = cm.matrix.to(device)
     try:
         for batch in batches:
-            images = batch["image"].to(device, non_blocking=True)
             masks = batch["mask"].to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with precision.autocast():
-                logits = model(images)["out"]
-            if logits.shape[-2:] != masks.shape[-2:]:
-                logits = F.interpolate(
-                    logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
-                )
+            logits, _ = forward_logits(
+                model,
+                batch["image"],
+                device,
+                masks.shape[-2:],
+                precision=precision.label,
+                channels_last=channels_last,
+            )
             cm.update(logits.argmax(dim=1), masks)
     finally:
         model.train(was_training)
