@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hazardseg.config import EvalConfig
+from hazardseg.data.imageio import check_regular_file
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError
 from hazardseg.evaluation.accumulate import MethodAccumulator, map_relpath
@@ -27,7 +28,7 @@ from hazardseg.evaluation.components import (
 )
 from hazardseg.evaluation.report import method_section, results_document
 from hazardseg.evaluation.spec import RunOptions, check_run_options, check_spec
-from hazardseg.metrics.ood import evaluation_masks
+from hazardseg.metrics.ood import evaluation_masks, per_image_masks
 from hazardseg.results import save_results
 
 
@@ -36,19 +37,52 @@ def find_missing_maps(maps_dir: Path, rels: list[str]) -> list[str]:
     return [map_relpath(r) for r in rels if not (maps_dir / map_relpath(r)).is_file()]
 
 
-def load_score_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Load one score map and check it is a float array of ``shape``; returns float32."""
+def _npy_header(path: Path, fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, read before any data is allocated."""
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.floating):
-        dtype = getattr(arr, "dtype", type(arr).__name__)
-        raise DataError(f"{path}: dtype {dtype}; expected a float array (float16/32/64)")
-    if arr.shape != tuple(shape):
-        raise DataError(
-            f"{path}: shape {arr.shape}; expected {tuple(shape)} (the label's height, width)"
-        )
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def load_score_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Load one score map and check it is a float array of ``shape``; returns float32.
+
+    The header's dtype and shape are checked before the data is read, so a small file
+    claiming a huge array is refused without allocating it; only regular files are opened.
+    """
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as fh:
+            file_shape, dtype = _npy_header(path, fh)
+            if not np.issubdtype(dtype, np.floating) or dtype.hasobject:
+                raise DataError(f"{path}: dtype {dtype}; expected a float array (float16/32/64)")
+            if file_shape != tuple(shape):
+                raise DataError(
+                    f"{path}: shape {file_shape}; expected {tuple(shape)} (the label's height, "
+                    "width)"
+                )
+            need = int(np.prod(file_shape, dtype=np.int64)) * dtype.itemsize
+            have = os.fstat(fh.fileno()).st_size - fh.tell()
+            if have < need:
+                raise DataError(f"{path}: truncated .npy file ({have} of {need} data bytes)")
+            fh.seek(0)
+            arr = np.load(fh, allow_pickle=False)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to load this score map") from None
+    if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
+        raise DataError(f"{path}: not a readable {tuple(shape)} float array")
     return arr.astype(np.float32, copy=False)
 
 
@@ -95,7 +129,8 @@ def evaluate_maps(
         scores = torch.from_numpy(load_score_map(mdir / map_relpath(rel), mask.shape))
         t0 = time.perf_counter()
         is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
-        acc.update(scores[None], is_anom[None], valid[None], [rel])
+        _, pi_valid = per_image_masks(mask, exclude_unlabeled)
+        acc.update(scores[None], is_anom[None], valid[None], [rel], pi_valid[None])
         t_metrics += time.perf_counter() - t0
     acc.check_nonfinite(str(mdir))
     pooled = acc.pooled.compute(max_curve_points)
