@@ -42,17 +42,28 @@ class MethodAccumulator:
         self.nonfinite_images: list[str] = []
 
     def update(
-        self, scores: torch.Tensor, is_anomaly: torch.Tensor, valid: torch.Tensor, ids: list[str]
+        self,
+        scores: torch.Tensor,
+        is_anomaly: torch.Tensor,
+        valid: torch.Tensor,
+        ids: list[str],
+        per_image_valid: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image."""
-        bad = ~torch.isfinite(scores) & valid
+        """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image.
+
+        ``valid`` selects the pixels of the pooled protocol, ``per_image_valid`` those of the
+        per-image protocol (default: ``valid``; see :func:`hazardseg.metrics.ood.per_image_masks`).
+        """
+        pi_valid = valid if per_image_valid is None else per_image_valid
+        bad = ~torch.isfinite(scores) & (valid | pi_valid)
         if bool(bad.any()):
             per = bad.flatten(1).sum(1).tolist()
             self.nonfinite += int(sum(per))
             self.nonfinite_images.extend(i for i, c in zip(ids, per, strict=True) if c)
             valid = valid & ~bad
+            pi_valid = pi_valid & ~bad
         self.pooled.update(scores, is_anomaly, valid)
-        self.per_image.update(scores, is_anomaly, valid, image_ids=list(ids))
+        self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
 
     def merge(self, other: MethodAccumulator) -> MethodAccumulator:
         """Add another rank's accumulator; return self."""

@@ -36,7 +36,7 @@ from hazardseg.evaluation.passes import (
 )
 from hazardseg.evaluation.report import method_section, results_document, summary_table
 from hazardseg.evaluation.spec import RunOptions, spec_to_dict
-from hazardseg.metrics.ood import evaluation_masks
+from hazardseg.metrics.ood import evaluation_masks, per_image_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
 from hazardseg.results import save_results
 
@@ -114,12 +114,15 @@ def _evaluate(
     times = dict.fromkeys(STAGES, 0.0)
 
     def consume(
-        scores: dict[str, torch.Tensor], is_anom: torch.Tensor, valid: torch.Tensor, ids: list[str]
+        scores: dict[str, torch.Tensor],
+        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        ids: list[str],
     ) -> None:
         """Feed one batch into the accumulators (and the optional map writer)."""
+        is_anom, valid, pi_valid = masks
         t_a = time.perf_counter()
         for n, s in scores.items():
-            accs[n].update(s, is_anom, valid, ids)
+            accs[n].update(s, is_anom, valid, ids, per_image_valid=pi_valid)
         t_b = time.perf_counter()
         if comps:
             update_components(comps, scores, is_anom, valid)
@@ -141,12 +144,13 @@ def _evaluate(
             t2 = time.perf_counter()
             cm.update(b.logits.max(dim=1).indices, b.mask)  # faster than argmax on the CPU
             is_anom, valid = evaluation_masks(b.mask, spec.exclude_unlabeled)
+            _, pi_valid = per_image_masks(b.mask, spec.exclude_unlabeled)
             t3 = time.perf_counter()
             times["data_s"] += b.data_s
             times["forward_s"] += b.forward_s
             times["methods_s"] += b.methods_s
             times["segmentation_s"] += t3 - t2
-            worker.submit(consume, b.scores, is_anom, valid, b.ids)
+            worker.submit(consume, b.scores, (is_anom, valid, pi_valid), b.ids)
             times["wait_s"] += time.perf_counter() - t3
     t_pass = time.perf_counter() - t_loop
 

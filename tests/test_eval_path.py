@@ -1,0 +1,248 @@
+"""One evaluation path: predict, evaluate and calibrate share the forward pass, the spec and
+the split pass; component metrics need no score maps on disk; accumulators follow the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import make_tiny_tree
+from hazardseg.calibration import calibrate
+from hazardseg.cli import main
+from hazardseg.config import EvalConfig
+from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.errors import HazardsegError
+from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.spec import resolve_spec, split_options
+from hazardseg.metrics._sparse import SparseCounts
+from hazardseg.metrics.components import ComponentMetrics
+from hazardseg.metrics.ood import PooledOOD, evaluation_masks
+from hazardseg.models import create_model
+from hazardseg.models.checkpoint import save_checkpoint
+from hazardseg.models.inference import forward_logits
+from hazardseg.predict import predict
+
+MODEL = "lraspp_mobilenet_v3"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("evalpath")
+    root = make_tiny_tree(
+        base / "sh", counts={"train": 2, "validation": 2, "test": 3}, size=(72, 40)
+    )
+    torch.manual_seed(0)
+    model = create_model(MODEL).eval()
+    ckpt = save_checkpoint(
+        base / "run" / "best.pt",
+        model,
+        model_name=MODEL,
+        class_names=list(KNOWN_CLASS_NAMES),
+        config={"eval": {"resize": "native", "batch_size": 2}},
+        epoch=0,
+        best_metric=None,
+    )
+    return {"root": root, "ckpt": ckpt, "base": base, "model": model}
+
+
+@pytest.mark.parametrize("resize", ["native", "48x32", "short:24", "100x56"])
+def test_predict_maps_equal_evaluate_saved_maps(tree, tmp_path, resize, one_torch_thread):
+    """predict's score map of an image is evaluate --save-maps' map, for every resize policy
+    (bit for bit at one image per forward; batching changes convolutions at the ulp level)."""
+    out = tmp_path / "eval"
+    evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit,energy", out,
+        resize=resize, save_maps=True, components="none", save_state=False, batch_size=1,
+    )  # fmt: skip
+    images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
+    for method in ("max_logit", "energy"):
+        summary = predict(
+            tree["ckpt"], [str(p) for p in images], tmp_path / f"pred_{method}",
+            method=method, threshold=0.0, resize=resize, batch_size=2,
+        )  # fmt: skip
+        assert summary["resize"] == resize and len(summary["images"]) == len(images)
+        from hazardseg.data.transforms import load_image
+        from hazardseg.predict import MapPredictor
+
+        pred = MapPredictor(tree["ckpt"], method, resize=resize)
+        for img in images:
+            rel = img.relative_to(tree["root"] / "test" / "images" / "test")
+            saved = np.load(out / "maps" / method / rel.with_suffix(".npy"))
+            got = pred(load_image(img)).score
+            assert got.shape == saved.shape
+            np.testing.assert_array_equal(got, saved)
+
+
+def test_predict_batches_equal_single_images(tree, tmp_path, one_torch_thread):
+    images = [str(p) for p in sorted((tree["root"] / "test").rglob("images/**/*.png"))]
+    one = predict(tree["ckpt"], images, tmp_path / "b1", threshold=0.0, batch_size=1)
+    two = predict(tree["ckpt"], images, tmp_path / "b3", threshold=0.0, batch_size=3)
+    assert two["batch_size"] == 3 and one["device"] == "cpu"
+    for a, b in zip(one["images"], two["images"], strict=True):
+        assert a["anomaly_fraction"] == b["anomaly_fraction"]
+        assert a["heat_range"] == pytest.approx(b["heat_range"], rel=1e-6)
+
+
+def test_components_in_single_pass_at_calibrated_threshold(tree, tmp_path, one_torch_thread):
+    state = tmp_path / "state.pt"
+    entries = calibrate(tree["ckpt"], tree["root"], "validation", "max_logit,msp", state_path=state)
+    out = tmp_path / "eval"
+    res = evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit,msp", out,
+        state_path=state, save_maps=True,
+    )  # fmt: skip
+    assert res["evaluation"]["components"] == "calibrated"
+    assert res["timing"]["second_pass_s"] == 0.0
+    from hazardseg.data.streethazards import StreetHazards
+
+    ds = StreetHazards(tree["root"], "test")
+    for name in ("max_logit", "msp"):
+        comp = res["methods"][name]["components"]
+        assert comp["threshold_source"] == "calibrated"
+        assert comp["threshold"] == pytest.approx(entries[name]["threshold"])
+        ref = ComponentMetrics(entries[name]["threshold"])
+        for i, sample in enumerate(ds.samples):
+            scores = torch.from_numpy(
+                np.load(out / "maps" / name / Path(sample.rel).with_suffix(".npy"))
+            )
+            is_anom, valid = evaluation_masks(ds[i]["mask"])
+            ref.update(scores, is_anom, valid)
+        want = ref.compute()
+        assert comp["num_gt_components"] == want["num_gt_components"]
+        assert comp["num_pred_components"] == want["num_pred_components"]
+        assert comp["f1_per_tau"] == {str(t): float(v) for t, v in dict(want["f1_per_tau"]).items()}
+
+
+def test_no_calibration_skips_components_with_a_note(tree, tmp_path, one_torch_thread):
+    res = evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit", None,
+        state_path=tmp_path / "none.pt",
+    )  # fmt: skip
+    assert res["methods"]["max_logit"]["components"] is None
+    assert any("no calibrated threshold" in n for n in res["notes"])
+
+
+def test_evaluate_writes_no_score_maps_or_scratch(tree, tmp_path, one_torch_thread):
+    out = tmp_path / "eval"
+    for mode in ("calibrated", "oracle"):
+        evaluate(
+            tree["ckpt"], tree["root"], "test", "max_logit,entropy", out,
+            components=mode, save_state=False, state_path=tmp_path / "s.pt",
+        )  # fmt: skip
+        assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_oracle_components_use_pooled_best_f1(tree, tmp_path, one_torch_thread):
+    res = evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit", None,
+        components="oracle", state_path=tmp_path / "s.pt",
+    )  # fmt: skip
+    m = res["methods"]["max_logit"]
+    assert m["components"]["threshold_source"] == "oracle"
+    assert m["components"]["threshold"] == pytest.approx(m["pooled"]["best_f1_threshold"])
+    assert res["timing"]["second_pass_s"] > 0
+
+
+def test_spec_precedence(tmp_path):
+    """defaults < checkpoint eval section < --config eval section < flags."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"eval": {"resize": "64x32", "batch_size": 4}}))
+    ckpt_cfg = {"eval": {"resize": "short:20", "batch_size": 2, "workers": 1}}
+    assert resolve_spec().resize == "native"
+    s = resolve_spec(ckpt_cfg)
+    assert (s.resize, s.batch_size, s.workers) == ("short:20", 2, 1)
+    s = resolve_spec(ckpt_cfg, cfg_file)
+    assert (s.resize, s.batch_size, s.workers) == ("64x32", 4, 1)
+    s = resolve_spec(ckpt_cfg, cfg_file, batch_size=3, resize=None)
+    assert (s.resize, s.batch_size) == ("64x32", 3)
+    spec, run = split_options(None, {"components": False, "save_maps": True}, ckpt_cfg)
+    assert spec.components == "none" and run.save_maps and spec.resize == "short:20"
+    spec, _ = split_options(EvalConfig(resize="8x8"), {"batch_size": 5}, ckpt_cfg)
+    assert (spec.resize, spec.batch_size) == ("8x8", 5)
+
+
+@pytest.mark.parametrize(
+    "flags, text",
+    [
+        ({"components": "sometimes"}, "--components 'sometimes'"),
+        ({"precision": "fp8"}, "--precision 'fp8'"),
+        ({"batch_size": 0}, "batch size must be >= 1"),
+        ({"nonfinite": "ignore"}, "--nonfinite 'ignore'"),
+        ({"bogus": 1}, "unknown evaluation setting(s): bogus"),
+    ],
+)
+def test_spec_errors(flags, text):
+    with pytest.raises(HazardsegError, match=None) as exc:
+        resolve_spec(None, None, **flags)
+    assert text in str(exc.value)
+
+
+def test_config_file_with_unknown_eval_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("eval:\n  resise: native\n")
+    with pytest.raises(HazardsegError, match="unknown eval setting"):
+        resolve_spec(None, f)
+
+
+def test_cli_config_file_and_predict_device(tree, tmp_path, capsys, one_torch_thread):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("eval:\n  resize: 48x32\n  components: none\n")
+    out = tmp_path / "cli"
+    code = main([
+        "evaluate", "--checkpoint", str(tree["ckpt"]), "--data", str(tree["root"]),
+        "--methods", "msp", "--out", str(out), "--config", str(cfg), "--quiet",
+        "--state", str(tmp_path / "s.pt"),
+    ])  # fmt: skip
+    assert code == 0
+    res = yaml.safe_load((out / "results.json").read_text())
+    assert res["data"]["resize"] == "48x32" and res["evaluation"]["components"] == "none"
+    assert res["evaluation"]["spec"]["batch_size"] == 2  # from the checkpoint's eval section
+    img = next((tree["root"] / "test").rglob("images/**/*.png"))
+    code = main([
+        "predict", str(img), "--checkpoint", str(tree["ckpt"]), "--out", str(tmp_path / "p"),
+        "--threshold", "0", "--device", "cpu", "--batch-size", "2", "--precision", "fp32",
+    ])  # fmt: skip
+    assert code == 0
+    code = main([
+        "predict", str(img), "--checkpoint", str(tree["ckpt"]), "--out", str(tmp_path / "p"),
+        "--threshold", "0", "--device", "tpu",
+    ])  # fmt: skip
+    assert code == 2 and "device 'tpu'" in capsys.readouterr().err
+
+
+def test_forward_logits_resizes_and_matches_plain_forward(tree, one_torch_thread):
+    model = tree["model"]
+    x = torch.randn(2, 3, 40, 72)
+    with torch.inference_mode():
+        plain = model(x)["out"]
+        logits, feats = forward_logits(model, x, "cpu")
+        assert feats is None and torch.equal(logits, plain)
+        big, _ = forward_logits(model, x, "cpu", (80, 144))
+        ref = torch.nn.functional.interpolate(
+            plain, size=(80, 144), mode="bilinear", align_corners=False
+        )
+        assert torch.equal(big, ref)
+
+
+def test_sparse_counts_device_path_equals_cpu_path():
+    """The accelerator path (sort + run lengths in torch) counts exactly what numpy does."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randint(-50, 50, (5000,), generator=g).float() / 7
+    scores[::97] = float("nan")
+    pos = torch.rand(5000, generator=g) < 0.2
+    valid = torch.rand(5000, generator=g) < 0.9
+    a, b = SparseCounts(), SparseCounts()
+    a.update(scores, pos, valid)
+    b._update_on_device(scores, pos, valid)
+    a.flush(), b.flush()
+    assert np.array_equal(a.keys, b.keys)
+    assert np.array_equal(a.neg, b.neg) and np.array_equal(a.pos, b.pos)
+    # and a PooledOOD fed through either gives identical metrics
+    p, q = PooledOOD(), PooledOOD()
+    p.update(scores, pos, valid)
+    q.sparse._update_on_device(scores, pos, valid)
+    assert p.compute()["auroc"] == q.compute()["auroc"]
