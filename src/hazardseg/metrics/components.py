@@ -1,9 +1,26 @@
 """Component-level anomaly metrics (SegmentMeIfYouCan): sIoU, PPV and F1 over sIoU thresholds.
 
-Per image, the ground-truth anomaly mask and the predicted mask (``score >= threshold``, only
-on evaluated pixels) are split into 8-connected components. For a ground-truth component
-``k`` with ``K^(k)`` the union of predicted components that intersect it, and ``A(k)`` the
-pixels of other ground-truth components::
+The definition of SegmentMeIfYouCan's code (road-anomaly-benchmark,
+``metrics/instance_segmentation.py``: ``default_instancer`` and ``segment_metrics``;
+``tests/test_components_smiyc.py`` compares with an independent implementation of it):
+
+1. flagged pixels: ``score >= threshold`` (hazardseg's default, consistent with the pooled
+   best-F1 threshold, a score value) or ``score > threshold`` (SMIYC's rule:
+   ``threshold_rule=">"``); scores are rounded to float32 and compared exactly; flagged pixels
+   outside the evaluated (valid) region are dropped;
+2. the ground-truth anomaly (``is_anomaly & valid``) and the flagged pixels are each labelled
+   ONCE into 8-connected components;
+3. size filters: predicted components with fewer than ``min_pred_size`` pixels are dropped;
+   ground-truth components with fewer than ``min_gt_size`` pixels become ignored pixels (as in
+   SMIYC's code, the non-anomaly pixels count as one more "component" for this filter, so an
+   image with fewer than ``min_gt_size`` non-anomaly pixels has them all ignored);
+4. everything is restricted to the region of interest (valid pixels minus the ignored ones)
+   WITHOUT relabelling, so the filters never split a predicted component; components without
+   a pixel in the region disappear.
+
+For a ground-truth component ``k`` with ``K^(k)`` the union of predicted components that
+intersect it, and ``A(k)`` the pixels of other ground-truth components (all inside the
+region)::
 
     sIoU(k) = |k ∩ K^(k)| / |(k ∪ K^(k)) \\ A(k)|
 
@@ -23,12 +40,26 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from hazardseg.metrics._histogram import float32_ceil
-
 TAUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.25, 0.75, 11))
 """sIoU / PPV thresholds of the component F1."""
 
 _STRUCTURE = np.ones((3, 3), dtype=bool)
+
+THRESHOLD_RULES: tuple[str, ...] = (">=", ">")
+"""``">="``: flag ``score >= threshold`` (hazardseg); ``">"``: ``score > threshold`` (SMIYC)."""
+
+
+def component_definition(
+    threshold_rule: str = ">=", min_pred_size: int = 0, min_gt_size: int = 0
+) -> str:
+    """One line naming the component definition with these options (for results.json)."""
+    return (
+        f"SegmentMeIfYouCan component metrics: flag score {threshold_rule} threshold on valid "
+        f"pixels; 8-connected components labelled once; predicted components < "
+        f"{min_pred_size} px dropped; ground-truth components < {min_gt_size} px ignored; "
+        "restricted to the remaining region without relabelling; sIoU per ground-truth "
+        "component, PPV per predicted component, F1 over tau in linspace(0.25, 0.75, 11)"
+    )
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -40,13 +71,26 @@ def component_scores(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.n
 
     ``gt`` and ``pred`` are (H, W) bool masks; components are 8-connected.
     """
-    gt_lab, n_gt = ndimage.label(gt, structure=_STRUCTURE)
-    pred_lab, n_pred = ndimage.label(pred, structure=_STRUCTURE)
-    if n_gt == 0 and n_pred == 0:
+    gt_lab, _ = ndimage.label(gt, structure=_STRUCTURE)
+    pred_lab, _ = ndimage.label(pred, structure=_STRUCTURE)
+    return label_scores(gt_lab.ravel(), pred_lab.ravel())
+
+
+def label_scores(gt_lab: np.ndarray, pred_lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sIoU per ground-truth component and PPV per predicted component from component labels.
+
+    ``gt_lab`` / ``pred_lab``: int label arrays of the same pixels (any shape, e.g. the pixels
+    of a region of interest), 0 = background. Components are taken as labelled (a label split
+    into several pieces stays one component); labels without a pixel are absent. Results are
+    in increasing label order.
+    """
+    g = np.asarray(gt_lab, dtype=np.int64).ravel()
+    p = np.asarray(pred_lab, dtype=np.int64).ravel()
+    touched = (g > 0) | (p > 0)
+    g, p = g[touched], p[touched]
+    if g.size == 0:
         return np.zeros(0), np.zeros(0)
-    touched = (gt_lab > 0) | (pred_lab > 0)
-    g = gt_lab[touched].astype(np.int64)
-    p = pred_lab[touched].astype(np.int64)
+    n_gt, n_pred = int(g.max()), int(p.max())
     # Sparse table of (gt component, predicted component) pixel counts; 0 = background.
     pairs, counts = np.unique(g * (n_pred + 1) + p, return_counts=True)
     gi, pj = pairs // (n_pred + 1), pairs % (n_pred + 1)
@@ -59,8 +103,10 @@ def component_scores(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.n
     link = (gi > 0) & (pj > 0)
     inter = np.bincount(gi[link], weights=counts[link], minlength=n_gt + 1)
     spill = np.bincount(gi[link], weights=outside_gt[pj[link]], minlength=n_gt + 1)
-    siou = inter[1:] / (size_gt[1:] + spill[1:])
-    ppv = (size_pred[1:] - outside_gt[1:]) / size_pred[1:]
+    has_gt = size_gt[1:] > 0
+    has_pred = size_pred[1:] > 0
+    siou = inter[1:][has_gt] / (size_gt[1:][has_gt] + spill[1:][has_gt])
+    ppv = (size_pred[1:][has_pred] - outside_gt[1:][has_pred]) / size_pred[1:][has_pred]
     return siou, ppv
 
 
@@ -69,19 +115,41 @@ class ComponentMetrics:
 
     The usual threshold is the pooled best-F1 threshold, known only after a first pass
     (:meth:`hazardseg.metrics.ood.PooledOOD.compute`); feed the scores again (recomputed or
-    saved) in a second pass. A pixel is predicted anomalous when ``score >= threshold`` and it
-    is valid. ``min_pred_size`` / ``min_gt_size`` optionally drop small predicted components
-    and turn small ground-truth components into ignored pixels (SegmentMeIfYouCan uses 500 and
-    100 on its anomaly track; 0 = keep all, the default).
+    saved) in a second pass. ``threshold_rule``: ``">="`` flags ``score >= threshold``
+    (default, consistent with the pooled best-F1 threshold), ``">"`` flags ``score >
+    threshold`` as SegmentMeIfYouCan does. ``min_pred_size`` / ``min_gt_size`` are SMIYC's size
+    filters (500 / 100 on its anomaly track, 50 / 10 on its obstacle track; 0 = keep all, the
+    default), applied as SMIYC applies them (module docstring).
     """
 
-    def __init__(self, threshold: float, min_pred_size: int = 0, min_gt_size: int = 0) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        min_pred_size: int = 0,
+        min_gt_size: int = 0,
+        threshold_rule: str = ">=",
+    ) -> None:
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number, got {threshold}")
+        if threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(
+                f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got "
+                f"{threshold_rule!r}"
+            )
+        if min_pred_size < 0 or min_gt_size < 0:
+            raise ValueError(
+                f"min_pred_size and min_gt_size must be >= 0, got {min_pred_size}, {min_gt_size}"
+            )
         self.threshold = float(threshold)
         self.min_pred_size = int(min_pred_size)
         self.min_gt_size = int(min_gt_size)
+        self.threshold_rule = threshold_rule
         self.reset()
+
+    @property
+    def definition(self) -> str:
+        """The definition these settings compute (see :func:`component_definition`)."""
+        return component_definition(self.threshold_rule, self.min_pred_size, self.min_gt_size)
 
     def reset(self) -> None:
         """Forget every image."""
@@ -112,16 +180,28 @@ class ComponentMetrics:
         for i in range(s.shape[0]):
             self._update_image(s[i], y[i], v[i])
 
+    def flagged(self, scores: np.ndarray) -> np.ndarray:
+        """Bool mask of the pixels flagged anomalous (float32-rounded score vs threshold)."""
+        s = np.asarray(scores).astype(np.float32).astype(np.float64)
+        if self.threshold_rule == ">":
+            return s > self.threshold
+        return s >= self.threshold
+
     def _update_image(self, s: np.ndarray, y: np.ndarray, v: np.ndarray) -> None:
         gt = y & v
-        pred = (s.astype(np.float32) >= np.float32(float32_ceil(self.threshold))) & v
+        pred_lab, _ = ndimage.label(self.flagged(s) & v, structure=_STRUCTURE)
         if self.min_pred_size > 0:
-            pred = _drop_small(pred, self.min_pred_size)
+            sizes = np.bincount(pred_lab.ravel())
+            small = sizes < self.min_pred_size
+            small[0] = False
+            pred_lab[small[pred_lab]] = 0
+        gt_lab, _ = ndimage.label(gt, structure=_STRUCTURE)
+        roi = v
         if self.min_gt_size > 0:
-            small = gt & ~_drop_small(gt, self.min_gt_size)
-            gt &= ~small
-            pred &= ~small
-        siou, ppv = component_scores(gt, pred)
+            # label 0 (every non-anomaly pixel) takes part, as in SMIYC's code
+            small = np.bincount(gt_lab.ravel()) < self.min_gt_size
+            roi = v & ~small[gt_lab]
+        siou, ppv = label_scores(gt_lab[roi], pred_lab[roi])
         taus = np.asarray(TAUS)[:, None]
         self.tp += (siou[None, :] >= taus).sum(axis=1)
         self.fn += (siou[None, :] < taus).sum(axis=1)
@@ -132,9 +212,9 @@ class ComponentMetrics:
         self.num_pred += int(ppv.size)
 
     def merge(self, other: ComponentMetrics) -> ComponentMetrics:
-        """Add the counts of ``other`` (same threshold and size filters); return self."""
-        mine = (self.threshold, self.min_pred_size, self.min_gt_size)
-        theirs = (other.threshold, other.min_pred_size, other.min_gt_size)
+        """Add the counts of ``other`` (same threshold, rule and size filters); return self."""
+        mine = (self.threshold, self.min_pred_size, self.min_gt_size, self.threshold_rule)
+        theirs = (other.threshold, other.min_pred_size, other.min_gt_size, other.threshold_rule)
         if mine != theirs:
             raise ValueError(f"cannot merge component metrics with settings {theirs} into {mine}")
         self.tp += other.tp
@@ -166,7 +246,8 @@ class ComponentMetrics:
 
     def compute(self) -> dict[str, Any]:
         """Return ``mean_f1``, ``f1_per_tau`` ({"0.25": f1, ...}), ``mean_siou``, ``mean_ppv``,
-        ``num_gt_components``, ``num_pred_components`` and ``threshold``.
+        ``num_gt_components``, ``num_pred_components``, ``threshold``, ``threshold_rule``,
+        ``min_pred_size``, ``min_gt_size`` and ``definition``.
 
         F1 at a tau is NaN when there is no component at all; means of no component are NaN.
         """
@@ -180,15 +261,8 @@ class ComponentMetrics:
             "num_gt_components": self.num_gt,
             "num_pred_components": self.num_pred,
             "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "min_pred_size": self.min_pred_size,
+            "min_gt_size": self.min_gt_size,
+            "definition": self.definition,
         }
-
-
-def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """``mask`` without its 8-connected components smaller than ``min_size`` pixels."""
-    lab, n = ndimage.label(mask, structure=_STRUCTURE)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[lab]
