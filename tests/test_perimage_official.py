@@ -181,3 +181,20 @@ def test_protocol_definitions_name_both_rules() -> None:
     assert "closest to 0.95" in d["per_image"] and "PNG value 0" in d["per_image"]
     assert "searchsorted" in d["pooled_fpr95"]
     assert "NOT the official" in protocol_definitions(exclude_unlabeled=True)["per_image"]
+
+
+def test_results_json_names_each_definition(tmp_path) -> None:
+    from hazardseg.errors import DataError
+    from hazardseg.evaluation.report import protocol_section
+    from hazardseg.results import load_results, save_results
+    from test_results import _results
+
+    doc = _results()
+    doc["protocol"] = protocol_section(False, {"threshold_rule": ">", "min_pred_size": 500})
+    save_results(tmp_path / "results.json", doc)
+    defs = load_results(tmp_path)["protocol"]["definitions"]
+    assert set(defs) == {"pooled_fpr95", "per_image", "components"}
+    assert "score > threshold" in defs["components"] and "< 500 px" in defs["components"]
+    doc["protocol"]["definitions"]["per_image"] = 3
+    with pytest.raises(DataError, match=r"protocol\.definitions\.per_image"):
+        save_results(tmp_path / "bad.json", doc)

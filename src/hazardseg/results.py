@@ -103,7 +103,12 @@ def validate_results(data: Any, source: str = "results") -> None:
         _fail(f"{source}: kind", f"expected {KIND!r}, got {top['kind']!r}")
     _check_dict(top["model"], f"{source}: model", ("name",))
     _check_dict(top["data"], f"{source}: data", ("split", "num_images"))
-    _check_dict(top["protocol"], f"{source}: protocol", ("exclude_unlabeled",))
+    protocol = _check_dict(top["protocol"], f"{source}: protocol", ("exclude_unlabeled",))
+    if "definitions" in protocol:
+        defs = _check_dict(protocol["definitions"], f"{source}: protocol.definitions")
+        for key, text in defs.items():
+            if not isinstance(text, str) or not text:
+                _fail(f"{source}: protocol.definitions.{key}", f"expected a text, got {text!r}")
     _check_dict(top["timing"], f"{source}: timing")
     seg = top.get("segmentation")
     if seg is not None:

@@ -9,6 +9,8 @@ from typing import Any
 from hazardseg import __version__
 from hazardseg.data.classes import IGNORE_INDEX
 from hazardseg.evaluation.accumulate import MethodAccumulator
+from hazardseg.metrics.components import component_definition
+from hazardseg.metrics.ood import protocol_definitions
 from hazardseg.results import KIND, SCHEMA_VERSION
 
 ORACLE_NOTE = "oracle: threshold chosen for the best F1 on the evaluated split itself"
@@ -18,8 +20,16 @@ def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
 
-def protocol_section(exclude_unlabeled: bool) -> dict[str, Any]:
-    """The pixel protocol shared by every method's metrics."""
+def protocol_section(
+    exclude_unlabeled: bool, component_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The pixel protocol shared by every method's metrics, with each protocol's definition.
+
+    ``component_options``: the ``ComponentMetrics`` options used (``threshold_rule``,
+    ``min_pred_size``, ``min_gt_size``; defaults when None).
+    """
+    definitions = protocol_definitions(exclude_unlabeled)
+    definitions["components"] = component_definition(**(component_options or {}))
     return {
         "positive": "anomaly",
         "negative": "known classes",
@@ -27,8 +37,9 @@ def protocol_section(exclude_unlabeled: bool) -> dict[str, Any]:
         "exclude_unlabeled": bool(exclude_unlabeled),
         "pooled": "one curve over all evaluated pixels of the split (SegmentMeIfYouCan style)",
         "per_image": "metrics per image averaged over images with both classes (official "
-        "StreetHazards protocol when exclude_unlabeled is false)",
+        "StreetHazards definitions; the official pixel set when exclude_unlabeled is false)",
         "components": "8-connected components at the pooled best-F1 (oracle) threshold",
+        "definitions": definitions,
     }
 
 
