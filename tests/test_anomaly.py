@@ -349,3 +349,11 @@ def test_filters_match_pooling_and_convolution_references() -> None:
     for k in (3, 5):
         ref = F.avg_pool2d(F.pad(y, (k // 2,) * 4, mode="replicate"), k, stride=1)
         torch.testing.assert_close(box_mean_replicate(y, k), ref)
+
+
+def test_every_method_is_described_and_heat_is_not_lafon() -> None:
+    from hazardseg.anomaly.registry import DESCRIPTIONS, METHODS
+
+    assert list(DESCRIPTIONS) == list(METHODS)
+    assert "not HEAT of Lafon" in DESCRIPTIONS["heat"]
+    assert "Lafon" in (HEAT.__doc__ or "") and "not" in (HEAT.__doc__ or "")

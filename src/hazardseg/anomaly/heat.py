@@ -1,20 +1,32 @@
-"""HEAT-style hybrid score: energy + feature Mahalanobis distance + spatial-consistency KL.
+"""``heat``: hazardseg's "Hybrid Energy-Adaptive Thresholding" score (the reference run's hybrid).
+
+Not HEAT of Lafon et al. (ICML 2023, "Hybrid Energy Based Model in the Feature Space for
+Out-of-Distribution Detection"), which learns an energy correction in feature space; nothing
+here is trained. This is a fitted, training-free sum of three z-normalised per-pixel terms:
+
+1. energy ``E = -T * logsumexp(z / T)`` of the logits ``z`` (temperature ``T``);
+2. Mahalanobis distance ``M`` of the pixel's feature vector to the nearest class mean, with
+   class means grouped by the PREDICTED class and one shared (tied) covariance, whitened on its
+   top ``num_components`` eigenvectors (eigenvalues floored by ``shrinkage`` times their mean);
+3. spatial-consistency KL ``K = KL(p || mean of p over the k x k neighbourhood)`` (replicate
+   borders) of the softmax ``p``, weighted by the reliability ``r`` = the pixel's max softmax
+   (``reliability="none"``: r = 1).
+
+Score: ``w_energy * z(E) + w_mahalanobis * z(M) + w_kl * r * z(K)``, ``z`` the z-score with the
+mean / std of each term over all fitting pixels. The "thresholding" of the name is not part of
+the score: thresholds come from the same calibration as every other method.
 
 Fitting (two passes over the fitting images, model predictions only, ground truth unused):
-1. class means of the feature vectors grouped by the PREDICTED class at feature resolution
+1. class means of the feature vectors grouped by the predicted class at feature resolution
    (logits resized to the feature map with antialiased bilinear interpolation, then argmax) and
-   their shared (tied) within-class covariance, accumulated in float64; the covariance's top
-   ``num_components`` eigenvectors give a whitening projection W (D x k) so that the
-   Mahalanobis distance is computed in k dimensions per pixel;
-2. mean and std of each component over all fitting pixels, used to z-score it.
+   their tied within-class covariance, accumulated in float64, give the whitening projection W
+   (D x k) so that the Mahalanobis distance is computed in k dimensions per pixel;
+2. mean and std of each term over all fitting pixels.
 
-Score per pixel: ``w_energy * z(E) + w_mahalanobis * z(M) + w_kl * r * z(K)`` with E the
-energy, M the distance to the nearest class mean, K = KL(p || mean of p over the k x k
-neighbourhood) with p the softmax of the logits average-pooled to the feature grid (M and K
-are computed on the feature grid, where neighbours are distinct network outputs, and
-bilinearly upsampled to the logits' resolution) and r the pixel's max softmax (its
-reliability; ``reliability="none"`` sets r = 1). Every operation is per image, so scores
-do not depend on batch size or order.
+M and K are computed on the feature grid (K from the logits average-pooled to it, where
+neighbours are distinct network outputs) and bilinearly upsampled to the logits' resolution;
+E and r are per pixel. Every operation is per image, so scores do not depend on batch size or
+order.
 """
 
 from __future__ import annotations
@@ -63,7 +75,8 @@ class _Moments:
 
 
 class HEAT(AnomalyMethod):
-    """Hybrid energy / Mahalanobis / spatial-KL score with fitted z-normalisation."""
+    """hazardseg's Hybrid Energy-Adaptive Thresholding score (module docstring); not Lafon et
+    al.'s HEAT. ``w_energy * z(energy) + w_mahalanobis * z(Mahalanobis) + w_kl * r * z(KL)``."""
 
     name = "heat"
     needs_fit = True

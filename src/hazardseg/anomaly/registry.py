@@ -1,4 +1,5 @@
-"""Name -> anomaly method registry: ``create_method(name, **options)``, ``list_methods()``."""
+"""Name -> anomaly method registry: ``create_method(name, **options)``, ``list_methods()``,
+``DESCRIPTIONS`` (what each method computes and where it comes from)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,20 @@ METHODS: dict[str, Callable[..., AnomalyMethod]] = {
     "heat": HEAT,
 }
 """Registered anomaly methods, in the order reports list them."""
+
+DESCRIPTIONS: dict[str, str] = {
+    "msp": "-max softmax probability (Hendrycks & Gimpel, ICLR 2017)",
+    "max_logit": "-max logit (Hendrycks et al., ICML 2022, MaxLogit)",
+    "energy": "-T * logsumexp(logits / T) (Liu et al., NeurIPS 2020, energy score)",
+    "entropy": "softmax entropy in nats",
+    "sml": "Standardized Max Logits (Jung et al., ICCV 2021) as the authors' code computes them: "
+    "per-class standardized max logit, iterative boundary suppression, dilated Gaussian "
+    "smoothing (tested against a re-implementation of their definition)",
+    "heat": "hazardseg's Hybrid Energy-Adaptive Thresholding hybrid of the reference run: "
+    "z(energy) + z(Mahalanobis distance to the nearest predicted-class mean, tied covariance) "
+    "+ max-softmax * z(spatial-consistency KL); not HEAT of Lafon et al. (ICML 2023)",
+}
+"""One line per registered method: what its score computes and where it comes from."""
 
 
 def list_methods() -> list[str]:
