@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -27,7 +28,8 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception (an OSError such as a full disk included, or an interrupt) the temporary
-    file is removed and ``path`` is left untouched.
+    file is removed and ``path`` is left untouched; an OSError that names no file (a failed
+    write) is re-raised naming ``path``.
     ``durable=False`` skips the fsync before the rename: readers still never see a partial
     file, but a power loss may lose the newest data (fine for bulk-generated files).
     """
@@ -43,6 +45,17 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
+    except RuntimeError as exc:
+        if "write" in str(exc).lower() and "fail" in str(exc).lower():
+            # torch.save reports a failed write (e.g. a full disk) as a RuntimeError
+            first = str(exc).strip().splitlines()[0]
+            raise OSError(errno.EIO, f"could not write the file ({first})", str(target)) from exc
+        raise
     finally:
         # never let a failing clean-up (e.g. the folder became read-only) hide the real error
         with contextlib.suppress(OSError):
