@@ -33,6 +33,7 @@ from hazardseg.metrics._histogram import (
     ScoreHistogram,
     float32_ceil,
 )
+from hazardseg.metrics._image_curve import compact_roc_counts
 from hazardseg.metrics._sparse import DEFAULT_MAX_DISTINCT, SparseCounts
 
 __all__ = [
@@ -435,9 +436,12 @@ def image_metrics(
         keep &= v
     else:
         nonfinite = ~keep
-    s, y = s[keep], y[keep]
-    num_pos, num_nonfinite = (int(t) for t in torch.stack((y.sum(), nonfinite.sum())).tolist())
-    num_neg = int(s.numel()) - num_pos
+    num_kept, num_pos, num_nonfinite = (
+        int(t) for t in torch.stack((keep.sum(), (y & keep).sum(), nonfinite.sum())).tolist()
+    )
+    if num_kept < s.numel():
+        s, y = s[keep], y[keep]
+    num_neg = num_kept - num_pos
     nan = float("nan")
     out: dict[str, Any] = {
         "auroc": nan,
@@ -453,11 +457,13 @@ def image_metrics(
         out["undefined_reason"] = f"no {missing} pixels among the evaluated pixels"
         return out
     if s.device.type == "cpu" and _NUMPY_SORT_ON_CPU:
-        # numpy's sort is several times faster than torch.sort on the CPU; ties are grouped
-        # below, so the order within equal scores does not matter
-        order = torch.from_numpy(np.argsort(-s.numpy()))
-    else:
-        order = torch.argsort(s, descending=True)
+        # on the CPU: exact counts without sorting every pixel (see _image_curve); the
+        # compact curve gives the same official metrics as the full one
+        tps_np, fps_np = compact_roc_counts(s.numpy(), y.numpy())
+        tps, fps = torch.from_numpy(tps_np), torch.from_numpy(fps_np)
+        out["auroc"], out["aupr"], out["fpr95"] = official_image_metrics(tps, fps)
+        return out
+    order = torch.argsort(s, descending=True)
     s_sorted, y_sorted = s[order], y[order]
     last = torch.ones_like(y_sorted)
     last[:-1] = s_sorted[1:] != s_sorted[:-1]
