@@ -226,15 +226,15 @@ def official_image_metrics(tps: torch.Tensor, fps: torch.Tensor) -> tuple[float,
     tp = tps.to(torch.float64)
     fp = fps.to(torch.float64)
     p, n = tp[-1], fp[-1]
-    tpr, fpr = tp / p, fp / n
     zero = tp.new_zeros(1)
-    auroc = torch.sum(torch.diff(fpr, prepend=zero) * (tpr + torch.cat((zero, tpr[:-1])))) / 2
-    ap = torch.sum(torch.diff(tp, prepend=zero) / p * (tp / (tp + fp)))
+    tp_prev = torch.cat((zero, tp[:-1]))
+    fp_prev = torch.cat((zero, fp[:-1]))
+    auroc = ((fp - fp_prev) * (tp + tp_prev)).sum() / (2 * p * n)  # trapezoids
+    ap = ((tp - tp_prev) * (tp / (tp + fp))).sum() / p
     # candidates: the ROC points up to (and including) the first one with full recall
-    index = torch.arange(tp.numel(), device=tp.device)
-    candidate = index <= (tps < tps[-1]).sum()
-    gap = torch.where(candidate, torch.abs(tpr - FPR_AT_TPR), torch.inf)
-    closest = torch.where(gap == gap.min(), index, -1).max()  # lowest threshold among ties
+    last = int((tps < tps[-1]).sum())
+    gap = torch.abs(tp[: last + 1] / p - FPR_AT_TPR)
+    closest = torch.nonzero(gap == gap.min())[-1, 0]  # the lowest threshold among ties
     fpr95 = fp[closest] / n
     auroc_v, ap_v, fpr95_v = torch.stack((auroc, ap, fpr95)).tolist()
     return auroc_v, ap_v, fpr95_v
