@@ -1,0 +1,397 @@
+"""Streaming video input and output (PyAV, which bundles FFmpeg in its wheels).
+
+Frames are decoded, processed in small batches, encoded and released one batch at a time, so
+memory does not grow with the video's length::
+
+    def frame_fn(frames):                    # list of (H, W, 3) uint8 RGB
+        return [(overlay(f), {"anomaly_fraction": 0.01}) for f in frames]
+
+    summary = process_video("drive.mp4", "out/", frame_fn, every=2)
+    # out/overlay.mp4, out/frames.jsonl (one JSON object per processed frame), out/video.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hazardseg.deploy import DeployError, require
+from hazardseg.errors import DataError
+from hazardseg.io import atomic_path, atomic_write_json
+
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+"""File suffixes read and written as video."""
+_CONTAINER_FORMATS = {
+    ".mp4": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".avi": "avi",
+    ".webm": "webm",
+}
+DEFAULT_FPS = 25.0
+"""Frame rate assumed when a video does not state one."""
+
+FrameFn = Callable[[list[np.ndarray]], Sequence[tuple[np.ndarray, dict[str, Any]]]]
+"""``frame_fn(frames) -> [(overlay_rgb_uint8, record_dict), ...]``, one pair per frame."""
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has a video suffix (mp4, avi, mkv, mov, webm)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video's first video stream."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+    """Frame count stated by the container (may be missing or approximate)."""
+    duration_s: float | None
+    codec: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame."""
+
+    index: int
+    """0-based position in the video (counting skipped frames)."""
+    time_s: float | None
+    image: np.ndarray
+    """(H, W, 3) uint8 RGB."""
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What :func:`process_video` read and wrote."""
+
+    input: str
+    overlay: str | None
+    records: str
+    summary: str
+    width: int
+    height: int
+    fps: float
+    output_fps: float
+    every: int
+    frames_read: int
+    frames_processed: int
+    elapsed_s: float
+
+    @property
+    def frames_per_s(self) -> float:
+        """Processed frames per wall-clock second."""
+        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {**self.__dict__, "frames_per_s": self.frames_per_s}
+
+
+def _av() -> Any:
+    return require("av", "video input/output")
+
+
+@contextlib.contextmanager
+def _open_input(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
+    av = _av()
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"video not found: {p}")
+    try:
+        container = av.open(str(p), "r")
+    except Exception as exc:  # PyAV raises FFmpeg errors of many types
+        raise DataError(f"{p}: cannot open as a video ({' '.join(str(exc).split())})") from None
+    try:
+        if not container.streams.video:
+            raise DataError(f"{p}: has no video stream")
+        yield container, container.streams.video[0]
+    finally:
+        container.close()
+
+
+def _fps(stream: Any) -> float:
+    for rate in (stream.average_rate, getattr(stream, "guessed_rate", None), stream.base_rate):
+        if rate:
+            value = float(rate)
+            if math.isfinite(value) and value > 0:
+                return value
+    return DEFAULT_FPS
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Size, frame rate, frame count and codec of the first video stream of ``path``."""
+    with _open_input(path) as (container, stream):
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        return VideoInfo(
+            path=str(path),
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            fps=_fps(stream),
+            frames=int(stream.frames) if stream.frames else None,
+            duration_s=duration,
+            codec=str(stream.codec_context.name),
+        )
+
+
+def _check_every(every: int) -> int:
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise DeployError(f"every must be a positive integer (1 = every frame), got {every!r}")
+    return every
+
+
+def iter_frames(
+    path: str | os.PathLike[str], *, every: int = 1, max_frames: int | None = None
+) -> Iterator[Frame]:
+    """Decode ``path`` frame by frame, yielding every ``every``-th frame (the first always) as
+    uint8 RGB, at most ``max_frames`` of them; skipped frames are decoded but not converted."""
+    _check_every(every)
+    yielded = 0
+    with _open_input(path) as (container, stream):
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % every:
+                    continue
+                if max_frames is not None and yielded >= max_frames:
+                    return
+                time_s = float(frame.time) if frame.time is not None else None
+                yield Frame(index, time_s, frame.to_ndarray(format="rgb24"))
+                yielded += 1
+        except _av().error.FFmpegError as exc:
+            raise DataError(f"{path}: video decoding failed ({exc})") from None
+
+
+class VideoWriter:
+    """Encode RGB frames into a video file, written atomically when closed without error.
+
+    The container follows the suffix of ``path`` (mp4, mkv, mov, avi, webm); ``codec``
+    defaults to H.264 (libx264, ``crf``/``preset`` apply) for mp4/mkv/mov, MPEG-4 part 2 for
+    avi and VP9 for webm. Frames of odd width or height are padded by one edge row/column
+    (yuv420p needs even sizes). All frames must share the first frame's size.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        *,
+        codec: str | None = None,
+        crf: int = 23,
+        preset: str = "veryfast",
+    ) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in _CONTAINER_FORMATS:
+            raise DeployError(
+                f"{self.path}: unknown video suffix {suffix!r}; expected one of "
+                f"{', '.join(VIDEO_SUFFIXES)}"
+            )
+        if not fps or not math.isfinite(fps) or fps <= 0:
+            raise DeployError(f"{self.path}: frame rate must be > 0, got {fps!r}")
+        self.av = _av()
+        self.format = _CONTAINER_FORMATS[suffix]
+        default = {"avi": "mpeg4", "webm": "libvpx-vp9"}.get(self.format, "libx264")
+        self.codec = codec or default
+        if self.codec not in self.av.codecs_available:
+            fallback = "mpeg4"
+            if codec is not None or fallback not in self.av.codecs_available:
+                raise DeployError(f"video codec {self.codec!r} is not available in PyAV")
+            self.codec = fallback
+        self.fps = float(fps)
+        self.crf = int(crf)
+        self.preset = str(preset)
+        self.frames = 0
+        self._size: tuple[int, int] | None = None
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._container: Any = None
+        self._stream: Any = None
+
+    def _open(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        self._container = self.av.open(str(self._tmp), "w", format=self.format)
+        rate = Fraction(self.fps).limit_denominator(1001)
+        stream = self._container.add_stream(self.codec, rate=rate)
+        stream.width = width + width % 2
+        stream.height = height + height % 2
+        stream.pix_fmt = "yuv420p"
+        if self.codec == "libx264":
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        elif self.codec == "mpeg4":
+            stream.codec_context.bit_rate = max(500_000, 4 * width * height)
+        self._stream = stream
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DeployError(
+                f"{self.path.name}: expected an (H, W, 3) uint8 RGB frame, got "
+                f"{image.dtype} {tuple(image.shape)}"
+            )
+        h, w = image.shape[:2]
+        if self._container is None:
+            self._open(h, w)
+        elif (h, w) != self._size:
+            raise DeployError(
+                f"{self.path.name}: frame {self.frames} is {h}x{w}, the first frame was "
+                f"{self._size[0]}x{self._size[1]} (HxW); all frames must share one size"
+            )
+        if h % 2 or w % 2:
+            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and move the file into place (nothing is written without frames)."""
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+        if self.frames == 0:
+            self.abort()
+            return
+        self._stack.close()
+
+    def abort(self) -> None:
+        """Discard the output (the temporary file is removed, ``path`` left untouched)."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        self._stack.__exit__(DeployError, DeployError("aborted"), None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"record value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def process_video(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    frame_fn: FrameFn,
+    *,
+    every: int = 1,
+    batch_size: int = 1,
+    progress: bool = True,
+    max_frames: int | None = None,
+    overlay_name: str | None = "overlay.mp4",
+    records_name: str = "frames.jsonl",
+    summary_name: str = "video.json",
+    codec: str | None = None,
+) -> VideoSummary:
+    """Stream ``path`` through ``frame_fn`` and write the results into ``out_dir``.
+
+    Every ``every``-th frame is passed to ``frame_fn`` in lists of up to ``batch_size``
+    frames; it returns one ``(overlay, record)`` per frame. The overlays are encoded into
+    ``overlay_name`` (at the source frame rate divided by ``every``; None: no video), the
+    records into ``records_name`` as JSON lines with ``frame`` (index in the video) and
+    ``time_s`` added, and a summary into ``summary_name``. Outputs appear only when the whole
+    video was processed. ``progress`` shows a bar with frames/s on stderr.
+    """
+    _check_every(every)
+    if batch_size < 1:
+        raise DeployError(f"batch_size must be >= 1, got {batch_size}")
+    info = probe_video(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    output_fps = info.fps / every
+    total = None if info.frames is None else -(-info.frames // every)
+    if max_frames is not None and total is not None:
+        total = min(total, max_frames)
+
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    processed = 0
+    last_index = -1
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(total=total, unit="frame", disable=not progress, desc=Path(path).name)
+        )
+        rec_tmp = stack.enter_context(atomic_path(out / records_name))
+        records = stack.enter_context(open(rec_tmp, "w", encoding="utf-8"))
+        writer = None
+        if overlay_name is not None:
+            writer = stack.enter_context(VideoWriter(out / overlay_name, output_fps, codec=codec))
+
+        def flush(batch: list[Frame]) -> None:
+            nonlocal processed
+            results = list(frame_fn([f.image for f in batch]))
+            if len(results) != len(batch):
+                raise DeployError(
+                    f"frame_fn returned {len(results)} results for {len(batch)} frames"
+                )
+            for frame, (overlay, record) in zip(batch, results, strict=True):
+                if writer is not None:
+                    writer.write(np.asarray(overlay))
+                row = {"frame": frame.index, "time_s": frame.time_s, **dict(record)}
+                records.write(json.dumps(row, default=_json_default) + "\n")
+            processed += len(batch)
+            bar.update(len(batch))
+
+        batch: list[Frame] = []
+        for frame in iter_frames(path, every=every, max_frames=max_frames):
+            last_index = frame.index
+            batch.append(frame)
+            if len(batch) >= batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        if processed == 0:
+            raise DataError(f"{path}: no frames could be decoded")
+        records.close()
+    elapsed = time.perf_counter() - start
+    summary = VideoSummary(
+        input=str(path),
+        overlay=str(out / overlay_name) if overlay_name is not None else None,
+        records=str(out / records_name),
+        summary=str(out / summary_name),
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
+        output_fps=output_fps,
+        every=every,
+        frames_read=last_index + 1,
+        frames_processed=processed,
+        elapsed_s=elapsed,
+    )
+    atomic_write_json(out / summary_name, summary.to_dict())
+    return summary
