@@ -50,6 +50,7 @@ def _register_all() -> None:
 
     for module in (data, models, train, evaluate, reports, pipeline):
         module.register(app)
+    __import__("hazardseg.cli.export", fromlist=["register"]).register(app)
 
 
 _register_all()

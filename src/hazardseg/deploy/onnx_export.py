@@ -195,15 +195,25 @@ def build_methods(
     state: Mapping[str, Any] | None,
     checkpoint_sha256: str | None,
     state_path: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, AnomalyMethod]:
-    """Create the named methods; fitted ones (sml) take options and statistics from ``state``
-    (the anomaly state file's content), which must belong to ``checkpoint_sha256``."""
+    """Create the named methods with ``options`` (method -> keyword arguments); fitted ones
+    (sml) take their statistics and options from ``state`` (the anomaly state file's
+    content), which must belong to ``checkpoint_sha256``."""
     from hazardseg.anomaly import create_method
 
     where = str(state_path) if state_path is not None else "the anomaly state"
+    resolved = resolve_method_names(list(names))
+    options = dict(options or {})
+    stray = sorted(set(options) - set(resolved))
+    if stray:
+        raise ExportError(
+            f"options given for method(s) {', '.join(stray)} that are not exported "
+            f"(exported: {', '.join(resolved) or 'none'})"
+        )
     methods: dict[str, AnomalyMethod] = {}
-    for name in resolve_method_names(list(names)):
-        probe = create_method(name)
+    for name in resolved:
+        probe = create_method(name, **dict(options.get(name, {})))
         if not probe.needs_fit:
             methods[name] = probe
             continue
@@ -226,6 +236,11 @@ def build_methods(
                 f"(fitted: {', '.join(state.get('methods') or {}) or 'none'})"
             )
         method = create_method(name, **dict(entry.get("options") or {}))
+        if name in options and probe.options != method.options:
+            raise ExportError(
+                f"{where}: '{name}' was fitted with options {method.options}, not "
+                f"{probe.options}; refit with those options or drop them"
+            )
         method.load_state_dict(dict(entry["state"]))
         methods[name] = method
     return methods
@@ -626,6 +641,7 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     model_name: str | None = None,
     state_path: str | os.PathLike[str] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
     check: bool = True,
     threads: int | None = None,
 ) -> ExportReport:
@@ -633,7 +649,8 @@ def export_checkpoint(
 
     Fitted methods (sml) read their statistics and options from ``state_path`` (default:
     ``anomaly_state.pt`` beside the checkpoint); calibrated thresholds found there for the
-    exported methods go into the metadata. See :func:`export_model` for the rest.
+    exported methods go into the metadata. ``method_options``: method -> keyword arguments
+    (e.g. ``{"energy": {"temperature": 2.0}}``). See :func:`export_model` for the rest.
     """
     from hazardseg.anomaly.state import default_state_path, load_method_state, matching_thresholds
     from hazardseg.models.checkpoint import load_model
@@ -644,7 +661,7 @@ def export_checkpoint(
     state = load_method_state(spath) if spath.is_file() else None
     if state_path is not None and state is None:
         raise ExportError(f"anomaly state file not found: {spath}")
-    built = build_methods(names, state, info["sha256"], spath)
+    built = build_methods(names, state, info["sha256"], spath, method_options)
     thresholds = matching_thresholds(state, built, info["sha256"]) if state else {}
     return export_model(
         model,
