@@ -53,6 +53,18 @@ def test_odgt_dotdot_inside_root_gives_clean_keys(tiny_tree: Path) -> None:
         assert ".." not in s.image_path.parts
 
 
+def test_odgt_listing_an_image_twice(tiny_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    odgt = tiny_tree / "test" / "test.odgt"
+    first = json.loads(odgt.read_text().splitlines()[0])
+    first["fpath_img"] = first["fpath_img"].replace("test/t5", "test/../test/t5")
+    with odgt.open("a") as fh:
+        fh.write(json.dumps(first) + "\n")
+    rels = [s.rel for s in discover_samples(tiny_tree, "test")]
+    assert len(rels) == len(set(rels)) == 3
+    code, _, err = run_cli(["data", "check", tiny_tree, "--split", "test", "--no-progress"], capsys)
+    assert code == 1 and f"{odgt}:4" in err and "listed again" in err
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

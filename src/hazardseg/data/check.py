@@ -169,19 +169,22 @@ def _check_odgt(root: Path, split: str, image_rels: set[str], problems: list[str
     except DataError as exc:
         problems.append(str(exc))
         return True
-    listed: set[str] = set()
+    listed: dict[str, str] = {}
     for where, entry in entries:
         try:
             image_path, label_path, rel = index_sample(root, split, entry, where)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        listed.add(rel)
+        if rel in listed:
+            problems.append(f"{where}: {rel} is listed again (first at {listed[rel]})")
+            continue
+        listed[rel] = where
         for key, path in (("fpath_img", image_path), ("fpath_segm", label_path)):
             if not is_regular_file(path):
                 what = "not a regular file" if path.exists() else "not found"
                 problems.append(f"{where}: {key} {entry[key]!r} {what}")
-    unlisted = sorted(image_rels - listed, key=natural_key)
+    unlisted = sorted(image_rels - listed.keys(), key=natural_key)
     if unlisted:
         problems.append(
             f"{odgt}: {len(unlisted)} images not listed (first: {unlisted[0]}); "

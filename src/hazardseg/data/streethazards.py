@@ -7,6 +7,7 @@ here for convenience.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import re
@@ -70,6 +71,8 @@ __all__ = [
     "read_odgt_entries",
     "split_dirs",
 ]
+
+log = logging.getLogger(__name__)
 
 Transform = Callable[[Image.Image, Image.Image], tuple[torch.Tensor, torch.Tensor]]
 
@@ -206,8 +209,14 @@ def _require_regular(path: Path, what: str) -> None:
 
 def _samples_from_odgt(root: Path, split: str, odgt: Path) -> list[Sample]:
     samples = []
+    first: dict[str, str] = {}
     for where, entry in read_odgt_entries(odgt):
         image_path, label_path, rel = index_sample(root, split, entry, where)
+        if rel in first:
+            # the same image twice would be evaluated twice and share its output names
+            log.warning("%s: %s is listed again (first at %s); ignored", where, rel, first[rel])
+            continue
+        first[rel] = where
         _require_regular(image_path, f"image listed at {where}")
         _require_regular(label_path, f"annotation of {image_path}")
         samples.append(Sample(image_path, label_path, rel))
