@@ -298,6 +298,8 @@ def read_yaml_file(path: str | os.PathLike[str], what: str = "file") -> Any:
     YAML (only plain YAML: tags that would build Python objects are refused)."""
     p = Path(path)
     if not p.is_file():
+        if p.exists():
+            raise ConfigError(f"{p}: {what} is a folder or special file, not a regular file")
         raise ConfigError(f"{what} not found: {p}")
     try:
         text = p.read_text(encoding="utf-8")
