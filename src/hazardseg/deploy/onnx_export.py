@@ -325,7 +325,12 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _trace_to_onnx(
-    module: DeployModule, example: torch.Tensor, dynamic: bool, opset: int, model_name: str
+    module: DeployModule,
+    example: torch.Tensor,
+    dynamic: bool,
+    opset: int,
+    model_name: str,
+    optimize: bool = True,
 ) -> Any:
     """The ONNX ModelProto of ``module`` traced on ``example`` (batch always dynamic)."""
     dim = torch.export.Dim.DYNAMIC
@@ -347,7 +352,7 @@ def _trace_to_onnx(
                 output_names=module.output_names,
                 opset_version=opset,
                 dynamic_shapes={"image": axes},
-                optimize=True,
+                optimize=optimize,
                 verify=False,
                 report=False,
             )
@@ -380,6 +385,7 @@ def _compare(
 ) -> dict[str, Any]:
     """Run onnxruntime and PyTorch on ``samples``; max abs differences and argmax agreement."""
     logits_diff = conf_diff = 0.0
+    per_sample: list[float] = []
     agree = total = 0
     scores: dict[str, float] = {}
     score_scale: dict[str, float] = {}
@@ -404,6 +410,7 @@ def _compare(
             diff = float(np.nanmax(np.abs(g.astype(np.float64) - r.astype(np.float64))))
             if name == LOGITS:
                 logits_diff = max(logits_diff, diff)
+                per_sample.append(diff)
             elif name == CONFIDENCE:
                 conf_diff = max(conf_diff, diff)
             else:
@@ -415,6 +422,7 @@ def _compare(
     return {
         "samples": ", ".join("x".join(str(d) for d in s.shape) for s in samples),
         "logits_max_abs_diff": logits_diff,
+        "logits_max_abs_diff_per_sample": per_sample,
         "argmax_agreement": agree / max(total, 1),
         "confidence_max_abs_diff": conf_diff,
         "score_max_abs_diff": scores,
@@ -573,6 +581,14 @@ def export_model(
     assert proto is not None
     if check:
         diff = report_check["logits_max_abs_diff"]
+        first = report_check["logits_max_abs_diff_per_sample"][0]
+        if dynamic and first <= LOGITS_TOLERANCE and not diff <= LOGITS_TOLERANCE:
+            size = "x".join(str(d) for d in samples[-1].shape[1:3])
+            raise ExportError(
+                f"{name}: the --dynamic export does not reproduce PyTorch at {size} (logits "
+                f"differ by {diff:.3g}, by {first:.3g} at the tracing size): its forward "
+                "depends on the input size; export at a fixed --height/--width instead"
+            )
         if not diff <= LOGITS_TOLERANCE:
             raise ExportError(
                 f"{name}: onnxruntime logits differ from PyTorch by {diff:.3g} "

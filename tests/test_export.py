@@ -1,0 +1,324 @@
+"""ONNX export (hazardseg.deploy.onnx_export), the onnxruntime runner and `hazardseg export`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from hazardseg.anomaly import create_method
+from hazardseg.anomaly.sml import ClassStats
+from hazardseg.anomaly.state import load_method_state, save_method_state
+from hazardseg.cli import main
+from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.data.transforms import normalize
+from hazardseg.deploy import DeployError, ExportError, MissingDependencyError, require
+from hazardseg.deploy import onnx_export as ox
+from hazardseg.deploy.onnx_runtime import OnnxSegmenter, read_metadata
+from hazardseg.models import create_model
+from hazardseg.models.checkpoint import file_sha256, save_checkpoint
+
+ALL = ["msp", "max_logit", "energy", "entropy", "sml"]
+
+
+def _torch_reference(model: nn.Module, images: np.ndarray) -> torch.Tensor:
+    """Logits of the plain PyTorch path: x / 255, ImageNet normalisation, model(x)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        return model(normalize(x))["out"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """lraspp_mobilenet_v3 (random weights, seed 0) with a fitted SML state, exported with
+    every method and dynamic shapes through the CLI."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("export")
+        torch.manual_seed(0)
+        model = create_model("lraspp_mobilenet_v3").eval()
+        ckpt = save_checkpoint(
+            root / "best.pt",
+            model,
+            model_name="lraspp_mobilenet_v3",
+            class_names=KNOWN_CLASS_NAMES,
+            config={},
+            epoch=0,
+            best_metric=None,
+            rng=False,
+        )
+        logits = _torch_reference(model, ox.sample_images(2, 64, 64, seed=5).numpy())
+        stats = ClassStats(13)
+        stats.update(*logits.max(dim=1))
+        sml = create_method("sml")
+        sml.fit_from_stats(stats)
+        sha = file_sha256(ckpt)
+        thresholds = {"sml": {"threshold": 0.5, "target": 0.95, "split": "validation"}}
+        save_method_state(root / "anomaly_state.pt", {"sml": sml}, sha, thresholds=thresholds)
+        out = root / "model.onnx"
+        rc = main(
+            [
+                "export",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--method",
+                "all",
+                "--dynamic",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                "--threads",
+                "1",
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return {"rc": rc, "onnx": out, "ckpt": ckpt, "model": model, "sha": sha, "root": root}
+
+
+def test_cli_export_writes_checked_model(exported):
+    assert exported["rc"] == 0
+    path = exported["onnx"]
+    assert path.is_file()
+    assert not list(path.parent.glob(".model.onnx.*"))  # no temporary left behind
+
+
+def test_runner_matches_pytorch_at_two_sizes(exported, one_torch_thread):
+    seg = OnnxSegmenter(exported["onnx"], threads=1)
+    assert seg.methods == ALL and seg.input_size is None
+    state = load_method_state(exported["root"] / "anomaly_state.pt")
+    sml = create_method("sml", **state["methods"]["sml"]["options"])
+    sml.load_state_dict(state["methods"]["sml"]["state"])
+    reference = {name: create_method(name) for name in ALL if name != "sml"} | {"sml": sml}
+    for n, h, w in ((2, 64, 64), (1, 72, 100)):
+        images = ox.sample_images(n, h, w, seed=h).numpy()
+        out = seg.run(list(images), logits=True)
+        logits = _torch_reference(exported["model"], images)
+        assert out.logits.shape == (n, 13, h, w)
+        assert np.abs(out.logits - logits.numpy()).max() <= 1e-4
+        assert out.class_map.dtype == np.uint8 and out.class_map.shape == (n, h, w)
+        agree = (out.class_map == logits.argmax(1).numpy()).mean()
+        assert agree >= 0.999
+        conf = torch.softmax(logits, 1).amax(1).numpy()
+        assert np.abs(out.confidence - conf).max() <= 1e-5
+        for name, method in reference.items():
+            expected = method.score(logits).numpy()
+            scale = max(1.0, float(np.abs(expected).max()))
+            assert np.abs(out.scores[name] - expected).max() <= 1e-4 * scale, name
+    # a subset of scores, no confidence
+    out = seg.run(images[0], methods=["energy"], confidence=False)
+    assert list(out.scores) == ["energy"] and out.confidence is None and out.logits is None
+
+
+def test_metadata_round_trip(exported):
+    meta = read_metadata(exported["onnx"])
+    assert meta.model_name == "lraspp_mobilenet_v3"
+    assert meta.class_names == list(KNOWN_CLASS_NAMES) and meta.num_classes == 13
+    assert meta.methods == ALL and meta.dynamic and meta.input_size is None
+    assert meta.checkpoint_sha256 == exported["sha"]
+    assert meta.thresholds["sml"]["threshold"] == 0.5
+    assert meta.method_options["energy"] == {"temperature": 1.0}
+    assert meta.method_options["sml"]["boundary_width"] == 4
+    assert meta.layout == "NHWC"
+    assert meta.normalization["scale"] == 255.0 and len(meta.normalization["mean"]) == 3
+    check = meta.export_check
+    assert check["logits_max_abs_diff"] <= 1e-4 and check["argmax_agreement"] >= 0.999
+    assert set(check["score_max_abs_diff"]) == set(ALL)
+    assert json.loads(json.dumps(meta.to_dict()))["input_size"] is None
+
+
+def test_runner_input_errors(exported):
+    seg = OnnxSegmenter(exported["onnx"], threads=1)
+    with pytest.raises(DeployError, match="uint8"):
+        seg.run(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(DeployError, match=r"\(H, W, 3\)"):
+        seg.run(np.zeros((32, 32), np.uint8))
+    with pytest.raises(DeployError, match="share one size"):
+        seg.run([np.zeros((32, 32, 3), np.uint8), np.zeros((32, 40, 3), np.uint8)])
+    with pytest.raises(DeployError, match="heat"):
+        seg.run(np.zeros((32, 32, 3), np.uint8), methods=["heat"])
+    with pytest.raises(DeployError, match="optimisation level"):
+        OnnxSegmenter(exported["onnx"], optimization="fast")
+
+
+class TinySeg(nn.Module):
+    """A one-convolution 13-class model: exports in about a second."""
+
+    name = "tiny"
+    num_classes = 13
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 13, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.conv(x)}
+
+
+class Branchy(TinySeg):
+    """Control flow on tensor values: cannot be traced into one graph."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.conv(x)
+        if float(out.mean()) > 0:
+            out = out * 2
+        return {"out": out}
+
+
+def test_static_export_fixes_size_batch_stays_free(tmp_path, one_torch_thread):
+    report = ox.export_model(
+        TinySeg(),
+        tmp_path / "tiny.onnx",
+        methods={"msp": create_method("msp")},
+        height=20,
+        width=28,
+        threads=1,
+    )
+    assert report.input_shape[1:] == [20, 28, 3]
+    assert report.outputs["score_msp"]["dtype"] == "float32"
+    assert "check on" in report.summary()
+    seg = OnnxSegmenter(tmp_path / "tiny.onnx", threads=1)
+    assert seg.input_size == (20, 28)
+    out = seg.run(np.zeros((3, 20, 28, 3), np.uint8))
+    assert out.class_map.shape == (3, 20, 28)
+    with pytest.raises(DeployError, match="takes 20x28"):
+        seg.run(np.zeros((24, 28, 3), np.uint8))
+
+
+def test_export_refusals_write_nothing(tmp_path, monkeypatch, one_torch_thread):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ExportError, match="cannot be exported to ONNX"):
+        ox.export_model(Branchy(), out, height=16, width=16, threads=1)
+    with pytest.raises(ExportError, match="needs the network's features"):
+        ox.export_model(TinySeg(), out, methods={"heat": create_method("heat")})
+    with pytest.raises(ExportError, match="too small"):
+        ox.export_model(TinySeg(), out, height=8, width=8)
+    monkeypatch.setattr(ox, "LOGITS_TOLERANCE", -1.0)
+    with pytest.raises(ExportError, match="logits differ from PyTorch"):
+        ox.export_model(TinySeg(), out, height=16, width=16, threads=1)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_method_resolution_and_state_errors():
+    assert ox.resolve_method_names("all") == ALL
+    assert ox.resolve_method_names(["msp,energy", "msp"]) == ["msp", "energy"]
+    with pytest.raises(ExportError, match="'heat' cannot be exported"):
+        ox.resolve_method_names(["heat"])
+    with pytest.raises(ExportError, match="unknown anomaly method 'foo'"):
+        ox.resolve_method_names("foo")
+    with pytest.raises(ExportError, match="needs fitted statistics"):
+        ox.build_methods(["sml"], None, "abc")
+    state = {"checkpoint_sha256": "other", "methods": {}}
+    with pytest.raises(ExportError, match="fitted for checkpoint sha256"):
+        ox.build_methods(["sml"], state, "abc")
+    with pytest.raises(ExportError, match="not exported"):
+        ox.build_methods(["msp"], None, "abc", options={"energy": {"temperature": 2}})
+    built = ox.build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})
+    assert built["energy"].options == {"temperature": 2.0}
+
+
+def test_functional_neighbour_reduce_equals_sml_helper():
+    from hazardseg.anomaly import sml
+
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 4, (2, 9, 11), generator=gen)
+    mask = torch.rand(2, 9, 11, generator=gen) > 0.8
+    cases = [(pred, torch.maximum), (pred, torch.minimum), (mask, torch.logical_or)]
+    for x, reduce in cases:
+        for offsets in (sml._CROSS, sml._SQUARE):
+            expected = sml._neighbour_reduce(x, offsets, reduce)
+            assert torch.equal(ox.functional_neighbour_reduce(x, offsets, reduce), expected)
+    with ox.onnx_friendly_filters() as replaced:
+        assert replaced == ["_neighbour_reduce"]
+        assert sml._neighbour_reduce is ox.functional_neighbour_reduce
+    assert sml._neighbour_reduce is not ox.functional_neighbour_reduce
+
+
+def test_cli_errors_exit_2(tmp_path, exported, capsys):
+    ckpt = str(exported["ckpt"])
+    cases = [
+        (["--method", "heat"], "'heat' cannot be exported"),
+        (["--height", "64"], "give both --height and --width"),
+        (["--out", str(tmp_path / "m.txt")], "ending in .onnx"),
+        (["--state", str(tmp_path / "none.pt"), "--method", "sml"], "not found"),
+        (["--checkpoint", str(tmp_path / "missing.pt")], "not found"),
+    ]
+    for extra, message in cases:
+        args = ["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.onnx"), *extra]
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    # sml without any anomaly state beside the checkpoint
+    bare = tmp_path / "bare.pt"
+    bare.write_bytes(Path(ckpt).read_bytes())
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(bare),
+                "--out",
+                str(tmp_path / "m.onnx"),
+                "--method",
+                "sml",
+            ]
+        )
+        == 2
+    )
+    assert "needs fitted statistics" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_not_a_hazardseg_export(tmp_path):
+    import onnx
+
+    path = tmp_path / "plain.onnx"
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+    )
+    onnx.save(model, path)
+    with pytest.raises(DeployError, match="not a hazardseg export"):
+        read_metadata(path)
+    with pytest.raises(DeployError, match="not a hazardseg export"):
+        OnnxSegmenter(path)
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(DeployError, match=r"junk\.onnx"):
+        OnnxSegmenter(tmp_path / "junk.onnx")
+    with pytest.raises(DeployError, match="not found"):
+        read_metadata(tmp_path / "missing.onnx")
+
+
+def test_missing_dependency_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingDependencyError) as info:
+        require("onnxruntime", "running an ONNX model")
+    message = str(info.value)
+    assert 'pip install "hazardseg[deploy]"' in message and "\n" not in message
+
+
+def test_import_hazardseg_needs_no_deploy_packages():
+    code = (
+        "import sys, hazardseg, hazardseg.cli, hazardseg.deploy, hazardseg.deploy.video\n"
+        "bad = [m for m in ('onnx', 'onnxruntime', 'onnxscript', 'av') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
