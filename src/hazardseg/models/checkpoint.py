@@ -186,6 +186,8 @@ def save_checkpoint(
 def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with user-facing errors naming the file."""
     if not path.is_file():
+        if path.exists():
+            raise CheckpointError(f"{path}: a folder or special file, not a checkpoint file")
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
