@@ -15,7 +15,7 @@ from conftest import make_tiny_tree
 from hazardseg.anomaly import create_method
 from hazardseg.calibration import calibrate
 from hazardseg.cli import main
-from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.data.classes import KNOWN_CLASS_NAMES, ids_to_png
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import HazardsegError
@@ -23,6 +23,7 @@ from hazardseg.evaluation import evaluate
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 from hazardseg.results import load_results
+from test_perimage_official import official_image
 
 torch.set_num_threads(1)
 
@@ -112,7 +113,13 @@ def test_evaluate_matches_direct_computation(setup) -> None:
         got = res["methods"][name]
         for key in ("auroc", "aupr", "fpr95"):
             assert got["pooled"][key] == pytest.approx(ref[key], abs=1e-6), (name, key)
-        per = [sk_metrics(a[k], b[k]) for a, b, k in zip(s, y, v, strict=True) if b[k].any()]
+        # official per-image protocol: every pixel counts, PNG 0 as normal (independent
+        # implementation of the official code in test_perimage_official)
+        offi = [
+            official_image(a, ids_to_png(it["mask"].numpy().ravel()))
+            for a, it in zip(s, items, strict=True)
+        ]
+        per = [dict(zip(("auroc", "aupr", "fpr95"), r, strict=True)) for r in offi if r]
         assert got["per_image"]["num_images"] == len(per) == 3
         assert got["per_image"]["num_skipped"] == 1
         for key in ("auroc", "aupr", "fpr95"):
@@ -283,11 +290,13 @@ def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
 
     monkeypatch.setitem(registry.METHODS, "msp", lambda: registry.LogitScore("msp", nan_msp))
     out_dir = setup["base"] / "nan"
-    with pytest.raises(HazardsegError, match="16 NaN/infinite scores in 4 image"):
+    # 5 NaN per image: pixel (0, 0) is PNG 0, outside the pooled protocol but a normal pixel
+    # of the official per-image protocol, so it counts
+    with pytest.raises(HazardsegError, match="20 NaN/infinite scores in 4 image"):
         evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir)
     assert not (out_dir / "results.json").exists()
     res = evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir, nonfinite="exclude")
-    assert res["methods"]["msp"]["nonfinite"] == 4 * 4  # pixel (0, 0) of each image is ignored
+    assert res["methods"]["msp"]["nonfinite"] == 4 * 5
     assert (
         res["methods"]["msp"]["pooled"]["num_neg"] + res["methods"]["msp"]["pooled"]["num_pos"]
         == 4 * (64 * 48 - 1) - 16

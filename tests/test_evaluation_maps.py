@@ -15,6 +15,7 @@ from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation import evaluate_maps
 from hazardseg.results import load_results
+from test_perimage_official import official_fpr95
 
 
 def write_maps(
@@ -75,8 +76,18 @@ def test_eval_maps_matches_sklearn(tree, tmp_path, exclude_unlabeled) -> None:
         sc, y = maps[s.rel].ravel()[keep], mask[keep] == 13
         all_s.append(sc)
         all_y.append(y)
-        if y.any() and (~y).any():
-            per.append(_ref(sc, y))
+        # per-image: the official definitions; every pixel (PNG 0 as normal) unless
+        # unlabeled pixels are excluded (then the pooled pixel set)
+        ps, py = (sc, y) if exclude_unlabeled else (maps[s.rel].ravel(), mask == 13)
+        if py.any() and (~py).any():
+            ps = ps.astype(np.float32)
+            per.append(
+                {
+                    "auroc": roc_auc_score(py, ps),
+                    "aupr": average_precision_score(py, ps),
+                    "fpr95": official_fpr95(ps, py),
+                }
+            )
     ref = _ref(np.concatenate(all_s), np.concatenate(all_y))
     m = res["methods"]["noise"]
     for key in ("auroc", "aupr", "fpr95"):

@@ -86,6 +86,9 @@ def component_section(cm: ComponentMetrics, source: str) -> dict[str, Any]:
         "threshold",
     )
     out = {k: res.get(k) for k in keys}
+    for k in ("threshold_rule", "min_pred_size", "min_gt_size", "definition"):
+        if k in res:
+            out[k] = res[k]
     for k in ("mean_f1", "mean_siou", "mean_ppv"):
         v = out[k]
         out[k] = None if v is None or not math.isfinite(float(v)) else float(v)

@@ -227,17 +227,17 @@ class ComponentMetrics:
         return self
 
     def all_reduce(self) -> None:
-        """Sum the counts of all torch.distributed ranks (no-op when not initialised)."""
-        import torch.distributed as dist
+        """Sum the counts of all torch.distributed ranks (no-op when not distributed)."""
+        from hazardseg import distributed
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not distributed.is_distributed():
             return
         packed = torch.tensor(
             [*self.tp, *self.fn, *self.fp, self.num_gt, self.num_pred], dtype=torch.int64
         )
         sums = torch.tensor([self.siou_sum, self.ppv_sum], dtype=torch.float64)
-        dist.all_reduce(packed)
-        dist.all_reduce(sums)
+        distributed.all_reduce(packed, "sum")
+        distributed.all_reduce(sums, "sum")
         t = len(TAUS)
         vals = packed.numpy()
         self.tp, self.fn, self.fp = vals[:t].copy(), vals[t : 2 * t].copy(), vals[2 * t : 3 * t]

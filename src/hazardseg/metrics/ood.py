@@ -542,14 +542,12 @@ class PerImageOOD:
 
     def all_reduce(self) -> None:
         """Gather the per-image results of all torch.distributed ranks onto every rank."""
-        import torch.distributed as dist
+        from hazardseg import distributed
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not distributed.is_distributed():
             return
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (self.results, self.nonfinite))
         merged = PerImageOOD()
-        for results, nonfinite in gathered:
+        for results, nonfinite in distributed.gather_objects((self.results, self.nonfinite)):
             part = PerImageOOD()
             part.results, part.nonfinite = dict(results), int(nonfinite)
             merged.merge(part)
