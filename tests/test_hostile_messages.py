@@ -61,6 +61,18 @@ def test_malicious_pickle_is_refused_as_code(
     assert not marker.exists()
 
 
+def test_shared_weights_only_loader_for_other_files(tmp_path: Path) -> None:
+    from hazardseg.models.checkpoint import load_weights_only
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "anomaly_state.pt"
+    torch.save({"format": 1, "x": _Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="would run code") as exc:
+        load_weights_only(evil, "anomaly state file")
+    assert "anomaly state file" in str(exc.value) and "weights_only=False" not in str(exc.value)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(
     "text",
     [
