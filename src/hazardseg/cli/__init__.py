@@ -89,7 +89,7 @@ def _os_error_text(exc: OSError) -> str:
         return _root_cause(str(exc)) or type(exc).__name__
     reason = exc.strerror
     if exc.errno == errno.ENOSPC:
-        reason = "no space left on the device; nothing was half-written, free space and rerun"
+        reason = "no space left on the device (free some space and run the command again)"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         reason = "permission denied"
     elif exc.errno == errno.EROFS:
