@@ -25,12 +25,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def assert_one_line_error(code: int, err: str, *names: object) -> str:
-    """Exit code 2 and one stderr line ``hazardseg: error: ...`` naming each of ``names``."""
+    """Exit code 2 and stderr of exactly one line ``hazardseg: error: ...`` naming each of
+    ``names`` (no traceback, nothing else)."""
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, (code, err)
     assert "Traceback" not in err, err
     errors = [line for line in lines if line.startswith("hazardseg: error:")]
-    assert len(errors) == 1, err
+    assert len(errors) == 1 and len(lines) == 1, err
     for name in names:
         assert str(name) in errors[0], (name, errors[0])
     return errors[0]
