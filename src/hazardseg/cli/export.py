@@ -41,13 +41,16 @@ def export_cmd(
     threads: int | None = typer.Option(
         None, "--threads", min=0, help="onnxruntime threads for the check (default: all)."
     ),
+    tolerance: float = typer.Option(
+        1e-4, "--tolerance", min=0.0, help="Largest accepted logits max abs difference."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ) -> None:
     """Export a checkpoint to ONNX with the anomaly scores inside the graph.
 
     Input "image": uint8 (N, H, W, 3) RGB; outputs "logits", "class_map", "confidence" and
     "score_<method>" per --method. The export is run with onnxruntime on sample images and
-    refused when its logits differ from PyTorch by more than 1e-4.
+    refused when its logits differ from PyTorch by more than --tolerance (1e-4).
     """
     from hazardseg.cli.evaluate import parse_method_options
     from hazardseg.deploy.onnx_export import export_checkpoint
@@ -70,6 +73,7 @@ def export_cmd(
         state_path=state,
         method_options=parse_method_options(option),
         threads=threads or None,
+        logits_tolerance=tolerance,
     )
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 
