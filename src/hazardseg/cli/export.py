@@ -31,7 +31,10 @@ def export_cmd(
     ),
     width: int | None = typer.Option(None, "--width", min=16, help="Fixed input width."),
     dynamic: bool = typer.Option(
-        False, "--dynamic", help="Accept any input size (--height/--width: tracing size)."
+        False,
+        "--dynamic",
+        help="Accept any input size; --height/--width then set the tracing size "
+        "(default 200x264; keep it off multiples of 32).",
     ),
     opset: int = typer.Option(18, "--opset", min=1, help="ONNX opset (18 or newer)."),
     model: str | None = typer.Option(None, "--model", help="Model name for a bare state dict."),

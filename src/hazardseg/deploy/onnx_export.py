@@ -72,6 +72,17 @@ SCORE_RELATIVE_TOLERANCE = 1e-3
 """Largest accepted score difference, relative to max(1, largest absolute score)."""
 DEFAULT_SIZE = (720, 1280)
 """Export size (H, W) when neither a size nor --dynamic is given: StreetHazards' frames."""
+DEFAULT_DYNAMIC_TRACE_SIZE = (200, 264)
+"""Tracing size of a --dynamic export: not a multiple of 32, so that padding branches (smp
+models pad to a multiple of 32) are part of the graph."""
+
+
+def _second_size(height: int, width: int) -> tuple[int, int]:
+    """A second check size for dynamic exports: multiples of 32 when the tracing size is not
+    (and other sizes when it is), so size-dependent branches that were not traced show up."""
+    if height % 32 or width % 32:
+        return -(-(height + 1) // 32) * 32, -(-(width + 1) // 32) * 32
+    return height + 24, width + 40
 
 
 # --------------------------------------------------------------------------- graph module
@@ -579,8 +590,8 @@ def export_model(
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the exporter needs opset {MIN_OPSET} or newer")
     if dynamic:
-        height = height or 512
-        width = width or 512
+        height = height or DEFAULT_DYNAMIC_TRACE_SIZE[0]
+        width = width or DEFAULT_DYNAMIC_TRACE_SIZE[1]
     elif height is None and width is None:
         height, width = DEFAULT_SIZE
     if height is None or width is None:
@@ -598,7 +609,7 @@ def export_model(
     example = sample_images(2, int(height), int(width), seed)
     samples = [example]
     if dynamic:
-        samples.append(sample_images(1, int(height) + 24, int(width) + 40, seed + 1))
+        samples.append(sample_images(1, *_second_size(int(height), int(width)), seed + 1))
 
     start = time.perf_counter()
     use_substitutes = "sml" in methods
@@ -629,7 +640,8 @@ def export_model(
             raise ExportError(
                 f"{name}: the --dynamic export does not reproduce PyTorch at {size} (logits "
                 f"differ by {diff:.3g}, by {first:.3g} at the tracing size): its forward "
-                "depends on the input size; export at a fixed --height/--width instead"
+                "depends on the input size; trace at a --height/--width that is not a multiple "
+                "of 32, or export at a fixed size without --dynamic"
             )
         if not diff <= logits_tolerance:
             scale = report_check["logits_scale"]
