@@ -75,7 +75,7 @@ def bench_one(
     export_s = time.perf_counter() - start
 
     def make_ort(level: str) -> Callable[[], np.ndarray]:
-        seg = OnnxSegmenter(path, threads=args.threads, optimization=level)
+        seg = OnnxSegmenter(path, threads=args.threads, optimization=level, spinning=False)
 
         def run() -> np.ndarray:
             out = seg.run(np_images, logits=True)
@@ -106,6 +106,14 @@ def bench_one(
         )
     print(f"  ({name} {width}x{height}: export {export_s:.1f} s)", flush=True)
     return rows
+
+
+def _row(r: dict[str, object]) -> str:
+    return (
+        f"| {r['model']} | {r['size']} | {r['config']} | {r['images_per_s']:.3f} | "
+        f"{r['ratio']:.2f}x | {r['logits_max_abs_diff']:.1e} | "
+        f"{100 * float(r['argmax_agreement']):.2f}% |"  # type: ignore[arg-type]
+    )
 
 
 def exportability(size: int) -> None:
@@ -165,18 +173,17 @@ def main() -> None:
         for name in args.models:
             for size in args.sizes:
                 w, h = (int(v) for v in size.lower().split("x"))
-                rows += bench_one(name, h, w, args, Path(tmp))
+                new = bench_one(name, h, w, args, Path(tmp))
+                for r in new:
+                    print(f"  {_row(r)}", flush=True)
+                rows += new
     print(
         "| model | size | configuration | images/s | ratio to plain | logits max abs diff "
         "| argmax agreement |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['model']} | {r['size']} | {r['config']} | {r['images_per_s']:.3f} | "
-            f"{r['ratio']:.2f}x | {r['logits_max_abs_diff']:.1e} | "
-            f"{100 * float(r['argmax_agreement']):.2f}% |"  # type: ignore[arg-type]
-        )
+        print(_row(r))
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json is not None:
