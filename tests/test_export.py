@@ -224,6 +224,10 @@ def test_method_resolution_and_state_errors():
     state = {"checkpoint_sha256": "other", "methods": {}}
     with pytest.raises(ExportError, match="fitted for checkpoint sha256"):
         ox.build_methods(["sml"], state, "abc")
+    entry = {"options": {}, "fit": {"tta": "flip"}, "state": {}}
+    state = {"checkpoint_sha256": "abc", "methods": {"sml": entry}}
+    with pytest.raises(ExportError, match="test-time augmentation 'flip'"):
+        ox.build_methods(["sml"], state, "abc")
     with pytest.raises(ExportError, match="not exported"):
         ox.build_methods(["msp"], None, "abc", options={"energy": {"temperature": 2}})
     built = ox.build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})

@@ -264,6 +264,12 @@ def build_methods(
                 f"{where}: has no fitted state for anomaly method '{name}' "
                 f"(fitted: {', '.join(state.get('methods') or {}) or 'none'})"
             )
+        tta = str((entry.get("fit") or {}).get("tta") or "none")
+        if tta != "none":
+            raise ExportError(
+                f"{where}: '{name}' was fitted with test-time augmentation {tta!r}; the ONNX "
+                "graph has none, so refit it with --tta none for export"
+            )
         method = create_method(name, **dict(entry.get("options") or {}))
         if name in options and probe.options != method.options:
             raise ExportError(
