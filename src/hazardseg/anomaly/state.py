@@ -77,11 +77,9 @@ def load_method_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"anomaly state file not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable anomaly state file ({first})") from None
+    from hazardseg.models.checkpoint import load_weights_only
+
+    obj = load_weights_only(p, "anomaly state file")
     _validate(obj, p)
     return obj
 

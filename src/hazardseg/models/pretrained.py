@@ -107,7 +107,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from hazardseg.models.checkpoint import load_weights_only
+
+            state = load_weights_only(path, "weights file")
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(
             f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})"
