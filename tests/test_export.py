@@ -99,6 +99,7 @@ def test_cli_export_writes_checked_model(exported):
 def test_runner_matches_pytorch_at_two_sizes(exported, one_torch_thread):
     seg = OnnxSegmenter(exported["onnx"], threads=1)
     assert seg.methods == ALL and seg.input_size is None
+    assert seg.session.get_inputs()[0].shape == ["batch", "height", "width", 3]
     state = load_method_state(exported["root"] / "anomaly_state.pt")
     sml = create_method("sml", **state["methods"]["sml"]["options"])
     sml.load_state_dict(state["methods"]["sml"]["state"])
@@ -188,7 +189,8 @@ def test_static_export_fixes_size_batch_stays_free(tmp_path, one_torch_thread):
         width=28,
         threads=1,
     )
-    assert report.input_shape[1:] == [20, 28, 3]
+    assert report.input_shape == ["batch", 20, 28, 3]
+    assert report.outputs["logits"]["shape"] == ["batch", 13, 20, 28]
     assert report.outputs["score_msp"]["dtype"] == "float32"
     assert "check on" in report.summary()
     seg = OnnxSegmenter(tmp_path / "tiny.onnx", threads=1)

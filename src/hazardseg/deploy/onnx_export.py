@@ -411,6 +411,22 @@ def _trace_to_onnx(
     return program.model_proto
 
 
+def _name_dynamic_dims(proto: Any) -> None:
+    """Rename the exporter's symbolic dimensions of the input (``s40``...) to ``batch``,
+    ``height`` and ``width`` everywhere in the graph's signature."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    names = {}
+    for dim, new in zip(dims, ("batch", "height", "width"), strict=False):
+        if dim.dim_param:
+            names[dim.dim_param] = new
+    if not names:
+        return
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
 def _ort_session(model_bytes: bytes, threads: int | None) -> Any:
     ort = require("onnxruntime", "checking an ONNX export")
     options = ort.SessionOptions()
@@ -625,6 +641,7 @@ def export_model(
     for substitute in attempts:
         with onnx_friendly_filters(substitute) as replaced, unfused_attention(model):
             proto = _trace_to_onnx(module, example, dynamic, opset, name)
+        _name_dynamic_dims(proto)
         export_s = time.perf_counter() - start
         if not check:
             break
