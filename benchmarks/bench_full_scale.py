@@ -223,6 +223,8 @@ def main() -> None:
         "timing": t,
         "miou": res["segmentation"]["miou"],
     }
+    if args.json is not None:  # written again at the end; kept if the torchrun stage is cut
+        args.json.write_text(json.dumps(report, indent=2))
     if args.torchrun:
         tr_out = args.out / "eval-2proc"
         trun = [
