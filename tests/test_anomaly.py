@@ -56,7 +56,12 @@ def _images(n: int = 5, size: tuple[int, int] = (20, 24), seed: int = 1) -> torc
 
 
 def _loader(images: torch.Tensor, batch_size: int) -> list[dict[str, torch.Tensor]]:
-    return [{"image": images[i : i + batch_size]} for i in range(0, len(images), batch_size)]
+    """Batches of images with masks (two classes, for the methods that fit on labels)."""
+    masks = (images[:, 0] > 0).long()
+    return [
+        {"image": images[i : i + batch_size], "mask": masks[i : i + batch_size]}
+        for i in range(0, len(images), batch_size)
+    ]
 
 
 # ------------------------------------------------------------------ pure scores
@@ -96,7 +101,9 @@ def test_anomalous_logits_score_higher() -> None:
 
 # ------------------------------------------------------------------ registry
 def test_registry_errors_and_parsing() -> None:
-    assert list_methods() == ["msp", "max_logit", "energy", "entropy", "sml", "heat"]
+    assert list_methods() == [
+        "msp", "max_logit", "energy", "entropy", "sml", "heat", "knn", "mahalanobis"
+    ]
     with pytest.raises(HazardsegError, match="unknown anomaly method 'foo'"):
         create_method("foo")
     with pytest.raises(HazardsegError, match="unknown option"):

@@ -87,7 +87,8 @@ def test_evaluate_matches_direct_computation(setup) -> None:
         setup["ckpt"], setup["root"], "test", "all", out_dir, fit_images=3, components="oracle"
     )
     assert load_results(out_dir / "results.json") == res
-    assert res["data"]["num_images"] == 4 and res["evaluation"]["state_fitted"] == ["sml", "heat"]
+    fitted = ["sml", "heat", "knn", "mahalanobis"]
+    assert res["data"]["num_images"] == 4 and res["evaluation"]["state_fitted"] == fitted
     assert (setup["ckpt"].parent / "anomaly_state.pt").is_file()
     items = direct_outputs(setup["model"], setup["root"], "test")
     # segmentation: confusion matrix over the split (sklearn)

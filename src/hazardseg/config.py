@@ -95,6 +95,10 @@ class EvalConfig:
     """"auto" (this rank's GPU if available, else the CPU), "cpu", "cuda" or "cuda:N"."""
     workers: int = 0
     """Data-loading worker processes."""
+    tta: str = "none"
+    """Test-time augmentation: "none", or a comma list of input scales and/or "flip", e.g.
+    "0.75,1,1.25,flip": logits averaged at the output (label) resolution, features on the grid
+    of the scale closest to 1, before any score (see ``hazardseg.models.inference.TTA``)."""
 
 
 @dataclass

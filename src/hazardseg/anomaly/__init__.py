@@ -1,7 +1,10 @@
-"""Per-pixel anomaly methods: pure logit scores and fitted detectors (SML, HEAT)."""
+"""Per-pixel anomaly methods: pure logit scores and fitted detectors (SML, HEAT, kNN,
+Mahalanobis)."""
 
-from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.base import AnomalyMethod, fit_methods, model_outputs
 from hazardseg.anomaly.heat import HEAT
+from hazardseg.anomaly.knn import KNN
+from hazardseg.anomaly.mahalanobis import Mahalanobis
 from hazardseg.anomaly.registry import (
     METHODS,
     create_method,
@@ -14,12 +17,15 @@ from hazardseg.anomaly.sml import SML
 
 __all__ = [
     "HEAT",
+    "KNN",
     "METHODS",
     "SML",
     "AnomalyMethod",
+    "Mahalanobis",
     "create_method",
     "energy",
     "entropy",
+    "fit_methods",
     "list_methods",
     "max_logit",
     "method_options",

@@ -16,12 +16,17 @@ Score: ``w_energy * z(E) + w_mahalanobis * z(M) + w_kl * r * z(K)``, ``z`` the z
 mean / std of each term over all fitting pixels. The "thresholding" of the name is not part of
 the score: thresholds come from the same calibration as every other method.
 
-Fitting (two passes over the fitting images, model predictions only, ground truth unused):
+Fitting (one streamed pass over the fitting images, model predictions only, ground truth
+unused; see :func:`hazardseg.anomaly.base.fit_methods`):
 1. class means of the feature vectors grouped by the predicted class at feature resolution
    (logits resized to the feature map with antialiased bilinear interpolation, then argmax) and
    their tied within-class covariance, accumulated in float64, give the whitening projection W
    (D x k) so that the Mahalanobis distance is computed in k dimensions per pixel;
-2. mean and std of each term over all fitting pixels.
+2. mean and std of each term: energy and KL over all fitting pixels (exact, in the pass); the
+   Mahalanobis term, which needs W, over the pixels of a sample of at most ``NORM_IMAGES``
+   whole fitting images (all of them when there are fewer; chosen by a hash of their features,
+   so independent of batch order; at most ``NORM_ELEMENTS`` stored feature values), computed
+   after the pass.
 
 M and K are computed on the feature grid (K from the logits average-pooled to it, where
 neighbours are distinct network outputs) and bilinearly upsampled to the logits' resolution;
@@ -31,19 +36,22 @@ order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.anomaly.filters import box_mean_replicate
+from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.anomaly.scores import energy as energy_score
 from hazardseg.errors import HazardsegError
 
 COMPONENTS = ("energy", "mahalanobis", "kl")
+NORM_IMAGES = 64
+"""Most fitting images whose feature maps are kept to normalise the Mahalanobis term."""
+NORM_ELEMENTS = 2**26
+"""Most feature values (float32) kept for that (256 MiB)."""
 
 
 def spatial_kl(logits: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -129,24 +137,45 @@ class HEAT(AnomalyMethod):
         }
 
     # ----------------------------------------------------------------- fitting
-    def fit(
+    def fit_begin(self) -> None:
+        self._gauss = _GaussianAccumulator()
+        self._moments = {"energy": _Moments(), "kl": _Moments()}
+        self._sample: BottomK | None = None
+
+    def fit_update(
         self,
-        model: nn.Module,
-        loader: Iterable[dict[str, Any]],
-        device: str | torch.device = "cpu",
-        max_images: int | None = None,
+        logits: torch.Tensor,
+        features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> None:
-        gauss = _GaussianAccumulator()
-        for logits, feats in model_outputs(model, loader, device, max_images, features=True):
-            assert feats is not None
-            gauss.update(feats, predicted_at(logits, feats.shape[-2:]))
-        self._set_gaussian(*gauss.finalize(self.num_components, self.shrinkage))
+        if features is None:
+            raise HazardsegError("HEAT fit needs the model's features")
+        self._gauss.update(features, predicted_at(logits, features.shape[-2:]))
+        e, k, _ = self._logit_terms(logits, features.shape[-2:])
+        self._moments["energy"].update(e)
+        self._moments["kl"].update(k)
+        if self._sample is None:
+            per_image = features[0].numel()
+            self._sample = BottomK(max(1, min(NORM_IMAGES, NORM_ELEMENTS // per_image)))
+            self._logit_size = tuple(logits.shape[-2:])
+        keys = feature_keys(features.float().mean(dim=(2, 3)))
+        self._sample.update(keys, features.float())
+
+    def fit_end(self) -> None:
+        self._set_gaussian(*self._gauss.finalize(self.num_components, self.shrinkage))
         self.fitted = True
-        moments = [_Moments() for _ in COMPONENTS]
-        for logits, feats in model_outputs(model, loader, device, max_images, features=True):
-            for m, v in zip(moments, self.components(logits, feats)[:3], strict=True):
-                m.update(v)
-        self.norm = torch.tensor([m.mean_std() for m in moments], dtype=torch.float32)
+        assert self._sample is not None
+        sample = self._sample.result()
+        assert sample is not None
+        m_moments = _Moments()
+        for f in sample.split(8):
+            m = self.mahalanobis(f)[:, None]
+            if m.shape[-2:] != self._logit_size:
+                m = F.interpolate(m, size=self._logit_size, mode="bilinear", align_corners=False)
+            m_moments.update(m)
+        stats = [self._moments["energy"], m_moments, self._moments["kl"]]
+        self.norm = torch.tensor([m.mean_std() for m in stats], dtype=torch.float32)
+        del self._gauss, self._moments, self._sample
 
     def _set_gaussian(
         self, projection: torch.Tensor, means: torch.Tensor, valid: torch.Tensor
@@ -182,6 +211,16 @@ class HEAT(AnomalyMethod):
         computed on the feature grid (logits average-pooled to it) and bilinearly upsampled.
         """
         self.check_fitted()
+        e, k, r = self._logit_terms(logits, features.shape[-2:])
+        m = self.mahalanobis(features)[:, None]
+        if m.shape[-2:] != logits.shape[-2:]:
+            m = F.interpolate(m, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return e, m[:, 0], k, r
+
+    def _logit_terms(
+        self, logits: torch.Tensor, grid: tuple[int, int] | torch.Size
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(energy, spatial KL upsampled from the feature ``grid``, reliability) (N, H, W)."""
         z = logits.float()
         logp = torch.log_softmax(z, dim=1)
         if self.temperature == 1.0:
@@ -192,12 +231,11 @@ class HEAT(AnomalyMethod):
             r = logp.amax(dim=1).exp()
         else:
             r = torch.ones_like(e)
-        grid = features.shape[-2:]
         small = z if z.shape[-2:] == grid else F.adaptive_avg_pool2d(z, grid)
-        mk = torch.stack([self.mahalanobis(features), spatial_kl(small, self.kl_kernel)], dim=1)
-        if mk.shape[-2:] != z.shape[-2:]:
-            mk = F.interpolate(mk, size=z.shape[-2:], mode="bilinear", align_corners=False)
-        return e, mk[:, 0], mk[:, 1], r
+        k = spatial_kl(small, self.kl_kernel)[:, None]
+        if k.shape[-2:] != z.shape[-2:]:
+            k = F.interpolate(k, size=z.shape[-2:], mode="bilinear", align_corners=False)
+        return e, k[:, 0], r
 
     def score(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         if features is None:

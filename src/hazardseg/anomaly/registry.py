@@ -12,6 +12,8 @@ import torch
 from hazardseg.anomaly import scores
 from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.anomaly.heat import HEAT
+from hazardseg.anomaly.knn import KNN
+from hazardseg.anomaly.mahalanobis import Mahalanobis
 from hazardseg.anomaly.sml import SML
 from hazardseg.errors import HazardsegError
 
@@ -61,6 +63,8 @@ METHODS: dict[str, Callable[..., AnomalyMethod]] = {
     "entropy": _entropy,
     "sml": SML,
     "heat": HEAT,
+    "knn": KNN,
+    "mahalanobis": Mahalanobis,
 }
 """Registered anomaly methods, in the order reports list them."""
 
@@ -75,6 +79,11 @@ DESCRIPTIONS: dict[str, str] = {
     "heat": "hazardseg's Hybrid Energy-Adaptive Thresholding hybrid of the reference run: "
     "z(energy) + z(Mahalanobis distance to the nearest predicted-class mean, tied covariance) "
     "+ max-softmax * z(spatial-consistency KL); not HEAT of Lafon et al. (ICML 2023)",
+    "knn": "distance of the L2-normalised decoder feature to its k-th nearest neighbour in a "
+    "class-balanced, seeded bank of training features (dense kNN, after Galesso et al., "
+    "ICCV-W 2023)",
+    "mahalanobis": "minimum Mahalanobis distance of the decoder feature to ground-truth class "
+    "means with one shared, shrunk covariance (Lee et al., NeurIPS 2018, per pixel)",
 }
 """One line per registered method: what its score computes and where it comes from."""
 

@@ -24,14 +24,13 @@ boundary suppression and dilated Gaussian smoothing of the standardized map:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hazardseg.anomaly.base import AnomalyMethod, model_outputs
+from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.errors import HazardsegError
 
 _CROSS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -253,21 +252,27 @@ class SML(AnomalyMethod):
             "dilation": self.dilation,
         }
 
-    def fit(
+    def fit_begin(self) -> None:
+        self._stats: ClassStats | None = None
+
+    def fit_update(
         self,
-        model: nn.Module,
-        loader: Iterable[dict[str, Any]],
-        device: str | torch.device = "cpu",
-        max_images: int | None = None,
+        logits: torch.Tensor,
+        features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> None:
-        stats: ClassStats | None = None
-        for logits, _ in model_outputs(model, loader, device, max_images):
-            if stats is None:
-                stats = ClassStats(logits.shape[1])
-            m, c = logits.max(dim=1)
-            stats.update(m, c)
-        assert stats is not None
+        if getattr(self, "_stats", None) is None:
+            self._stats = ClassStats(logits.shape[1])
+        assert self._stats is not None
+        m, c = logits.max(dim=1)
+        self._stats.update(m, c)
+
+    def fit_end(self) -> None:
+        stats = getattr(self, "_stats", None)
+        if stats is None:
+            raise HazardsegError("SML fit: no fitting batches were given")
         self.fit_from_stats(stats)
+        self._stats = None
 
     def fit_from_stats(self, stats: ClassStats) -> None:
         """Set the per-class mean/std from accumulated statistics."""

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hazardseg import distributed
-from hazardseg.anomaly import AnomalyMethod, create_method, parse_methods
+from hazardseg.anomaly import AnomalyMethod, create_method, fit_methods, parse_methods
 from hazardseg.anomaly.state import (
     empty_state,
     load_method_state,
@@ -20,9 +20,11 @@ from hazardseg.anomaly.state import (
     restore_methods,
     write_state,
 )
+from hazardseg.config import EvalConfig
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import CheckpointError, DataError, HazardsegError
+from hazardseg.models.inference import parse_tta
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,20 @@ def build_methods(
 
 
 def fit_description(
-    split: str, max_images: int | None, resize: str, methods: dict[str, AnomalyMethod]
+    split: str,
+    max_images: int | None,
+    resize: str,
+    methods: dict[str, AnomalyMethod],
+    tta: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """How each method that needs fitting is fitted (stored with, and compared to, its state)."""
-    desc = {"split": split, "max_images": max_images, "resize": resize}
+    """How each method that needs fitting is fitted (stored with, and compared to, its state).
+
+    ``tta`` is recorded only when test-time augmentation is on (the fitting pass uses it).
+    """
+    desc: dict[str, Any] = {"split": split, "max_images": max_images, "resize": resize}
+    aug = parse_tta(tta)
+    if aug is not None:
+        desc["tta"] = str(aug)
     return {n: dict(desc) for n, m in methods.items() if m.needs_fit}
 
 
@@ -66,7 +78,8 @@ def fit_loader(
     batch_size: int,
     workers: int,
 ) -> DataLoader:
-    """Images of the fitting split with the evaluation transform (labels are not used)."""
+    """Images of the fitting split with the evaluation transform; masks at label resolution
+    (used by the methods that fit on ground truth)."""
     ds = StreetHazards(root, split, build_eval_transform(resize), max_images=max_images)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
 
@@ -78,20 +91,19 @@ def prepare_methods(
     state_path: Path,
     *,
     data_root: str | os.PathLike[str],
-    fit_split: str,
-    fit_images: int | None,
-    resize: str,
+    spec: EvalConfig,
     device: torch.device,
-    batch_size: int = 1,
-    workers: int = 0,
     save: bool = True,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Restore or fit every method that needs it; save newly fitted state beside the checkpoint.
 
-    Fitting runs on rank 0 and its state is broadcast. Returns ``(state file content,
-    restored names, fitted names)``.
+    The spec gives the fitting data (``fit_split``, ``fit_images``, ``resize``), the loader
+    (``batch_size``, ``workers``) and ``tta``. All methods to fit share ONE pass over the
+    fitting images (:func:`hazardseg.anomaly.base.fit_methods`). Fitting runs on rank 0 and
+    its state is broadcast. Returns ``(state file content, restored names, fitted names)``.
     """
-    fit = fit_description(fit_split, fit_images, resize, methods)
+    fit_split, fit_images, resize, tta = spec.fit_split, spec.fit_images, spec.resize, spec.tta
+    fit = fit_description(fit_split, fit_images, resize, methods, tta)
     state = read_state_file(state_path, checkpoint_sha256)
     restored = restore_methods(state, methods, checkpoint_sha256, fit)
     todo = [n for n, m in methods.items() if m.needs_fit and n not in restored]
@@ -100,15 +112,19 @@ def prepare_methods(
     fitted_states: dict[str, Any] = {}
     if distributed.rank() == 0:
         try:
-            loader = fit_loader(data_root, fit_split, resize, fit_images, batch_size, workers)
+            loader = fit_loader(
+                data_root, fit_split, resize, fit_images, spec.batch_size, spec.workers
+            )
         except DataError as exc:
             raise DataError(
                 f"{exc} (method(s) {', '.join(todo)} need fitting data: choose another "
                 "--fit-split, or leave them out of --methods)"
             ) from None
+        log.info(
+            "fitting %s on %d %s images (one pass)", ", ".join(todo), len(loader.dataset), fit_split
+        )
+        fit_methods({n: methods[n] for n in todo}, model, loader, device, fit_images, tta)
         for name in todo:
-            log.info("fitting %s on %d %s images", name, len(loader.dataset), fit_split)
-            methods[name].fit(model, loader, device=device, max_images=fit_images)
             fitted_states[name] = methods[name].state_dict()
     fitted_states = distributed.broadcast_object(None, fitted_states)
     for name in todo:

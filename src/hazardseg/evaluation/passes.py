@@ -82,19 +82,9 @@ def prepare(
     spath = Path(run.state_path) if run.state_path is not None else default_state_path(checkpoint)
     t0 = time.perf_counter()
     state, restored, fitted = prepare_methods(
-        methods,
-        model,
-        sha,
-        spath,
-        data_root=data_root,
-        fit_split=spec.fit_split,
-        fit_images=spec.fit_images,
-        resize=spec.resize,
-        device=device,
-        batch_size=spec.batch_size,
-        workers=spec.workers,
+        methods, model, sha, spath, data_root=data_root, spec=spec, device=device,
         save=run.save_state,
-    )
+    )  # fmt: skip
     fit_s = time.perf_counter() - t0
     thresholds = calibrated_thresholds(state, methods, sha)
     return Prepared(model, info, methods, device, state, spath, restored, fitted, thresholds, fit_s)
@@ -123,7 +113,7 @@ class PassBatch:
     data_s: float
     """Seconds spent waiting for the data loader."""
     forward_s: float
-    """Seconds of the network forward pass (and logit resize)."""
+    """Seconds of the network forward pass (and logit resize; every view with TTA)."""
     methods_s: float
     """Seconds of the anomaly scores."""
 
@@ -176,6 +166,7 @@ def split_pass(
             mask.shape[-2:],
             features=need_features,
             precision=spec.precision,
+            tta=spec.tta,
         )
         _sync(device)
         t1 = time.perf_counter()

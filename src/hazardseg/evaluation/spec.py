@@ -76,6 +76,9 @@ def check_spec(spec: EvalConfig) -> None:
         )
     if spec.fit_images is not None and spec.fit_images < 1:
         raise HazardsegError(f"fit images must be >= 1, got {spec.fit_images}")
+    from hazardseg.models.inference import parse_tta
+
+    parse_tta(spec.tta)
 
 
 def check_run_options(run: RunOptions) -> None:
