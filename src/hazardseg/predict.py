@@ -35,7 +35,7 @@ from hazardseg.errors import CheckpointError, DataError, HazardsegError
 from hazardseg.evaluation.spec import resolve_spec
 from hazardseg.io import atomic_path, atomic_write_json
 from hazardseg.models.checkpoint import load_model
-from hazardseg.models.inference import forward_scores
+from hazardseg.models.inference import forward_scores, parse_tta
 from hazardseg.reports.panels import heatmap_rgb, overlay_segmentation, score_range
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,13 @@ class MapPredictor:
                     "checkpoint: run `hazardseg evaluate` or `hazardseg calibrate` with "
                     f"--methods {method} first"
                 )
+            fitted_tta = (state or {})["methods"][method].get("fit", {}).get("tta", "none")
+            if fitted_tta != str(parse_tta(self.spec.tta) or "none"):
+                raise CheckpointError(
+                    f"method '{method}' in {spath} was fitted with tta {fitted_tta!r}, not "
+                    f"{self.spec.tta!r}: run `hazardseg evaluate` or `hazardseg calibrate` with "
+                    f"--methods {method} --tta {self.spec.tta} first"
+                )
         entry = (
             matching_thresholds(state, {method: self.method}, sha).get(method) if state else None
         )
@@ -127,6 +134,7 @@ class MapPredictor:
             self.device,
             out_size,
             precision=self.spec.precision,
+            tta=self.spec.tta,
         )
         conf, pred = scored.logits.softmax(dim=1).max(dim=1)
         score = scored.scores[self.method_name].float()

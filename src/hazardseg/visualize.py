@@ -124,7 +124,7 @@ def visualize(
     """Write one panel PNG per chosen sample (``<split>_<index>.png``), a comparison grid
     (``<split>_grid.png``) and ``panels.json``; return that summary.
 
-    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``precision``,
+    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``precision``, ``tta``,
     ``config_file``) resolved as in ``evaluate``; maps come from the one forward pass.
     """
     dataset = StreetHazards(data_root, split)

@@ -42,6 +42,10 @@ def _setup_logging() -> None:
 
 OPTION_HELP = "Method option METHOD.KEY=VALUE (repeatable), e.g. energy.temperature=2."
 SPEC_HELP = "unset: the checkpoint's eval section, then --config"
+TTA_HELP = (
+    "Test-time augmentation: 'none' or scales and/or flip, e.g. 0.75,1,1.25,flip "
+    "(logits averaged at label resolution before any score; default none)."
+)
 
 
 def spec_flags(config: Path | None, **flags: Any) -> dict[str, Any]:
@@ -99,6 +103,7 @@ def evaluate_cmd(
     nonfinite: str | None = typer.Option(
         None, "--nonfinite", help="NaN/inf scores: 'error' or 'exclude' (count recorded)."
     ),
+    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
     components: str | None = typer.Option(
         None,
         "--components",
@@ -135,6 +140,7 @@ def evaluate_cmd(
         precision=precision,
         nonfinite=nonfinite,
         components="none" if no_components else components,
+        tta=tta,
     )
     results = evaluate(
         checkpoint,
@@ -213,6 +219,7 @@ def calibrate_cmd(
     workers: int | None = typer.Option(None, "--workers"),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
     option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
     state: Path | None = typer.Option(None, "--state", help="Anomaly state file to update."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -233,6 +240,7 @@ def calibrate_cmd(
         workers=workers,
         device=device,
         precision=precision,
+        tta=tta,
     )
     entries = calibrate(
         checkpoint,

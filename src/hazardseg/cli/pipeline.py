@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hazardseg.cli.evaluate import spec_flags
+from hazardseg.cli.evaluate import TTA_HELP, spec_flags
 from hazardseg.errors import DataError, HazardsegError
 
 
@@ -41,6 +41,7 @@ def visualize_cmd(
     ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
 ) -> None:
     """Draw per-sample panels (input, ground truth, prediction, errors, anomaly maps)."""
     from hazardseg.visualize import visualize
@@ -57,7 +58,7 @@ def visualize_cmd(
         by=by,
         model_name=model,
         grid=grid,
-        **spec_flags(config, resize=resize, device=device, precision=precision),
+        **spec_flags(config, resize=resize, device=device, precision=precision, tta=tta),
     )
     for row in summary["samples"]:
         miou = "n/a" if row["miou"] is None else f"{100 * row['miou']:.1f}"
@@ -88,6 +89,7 @@ def predict_cmd(
         None, "--batch-size", help="Images of one size per forward pass."
     ),
     precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
     state: Path | None = typer.Option(
         None, "--state", help="Anomaly state file (default: anomaly_state.pt beside CKPT)."
     ),
@@ -104,7 +106,12 @@ def predict_cmd(
         model_name=model,
         state_path=state,
         **spec_flags(
-            config, resize=resize, device=device, batch_size=batch_size, precision=precision
+            config,
+            resize=resize,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            tta=tta,
         ),
     )
     typer.echo(
