@@ -183,7 +183,7 @@ def main() -> None:
     )  # fmt: skip
     fwd = forward_only(model, args.root, args.baseline_images, args.threads)
 
-    exe = shutil.which("hazardseg") or "hazardseg"
+    exe = [sys.executable, "-m", "hazardseg"]
     tmp = args.out / "tmp"
     tmp.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TMPDIR": str(tmp)}
@@ -192,10 +192,10 @@ def main() -> None:
         "--fit-images", str(args.fit_images), "--batch-size", str(args.batch_size),
         "--device", "cpu", "--quiet",
     ]  # fmt: skip
-    cal = run_measured([exe, "calibrate", *common, "--split", "validation"], env, [args.out, tmp])
+    cal = run_measured([*exe, "calibrate", *common, "--split", "validation"], env, [args.out, tmp])
     ev_out = args.out / "eval"
     ev = run_measured(
-        [exe, "evaluate", *common, "--split", "test", "--out", str(ev_out)], env, [args.out, tmp]
+        [*exe, "evaluate", *common, "--split", "test", "--out", str(ev_out)], env, [args.out, tmp]
     )
     res = json.loads((ev_out / "results.json").read_text())
     t = res["timing"]
@@ -229,7 +229,7 @@ def main() -> None:
         tr_out = args.out / "eval-2proc"
         trun = [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", "2", exe, "evaluate", *common,
+            "--nproc_per_node", "2", "-m", "hazardseg", "evaluate", *common,
             "--split", "test", "--out", str(tr_out),
         ]  # fmt: skip
         # each rank runs with the 1-process run's thread count: convolution results depend
