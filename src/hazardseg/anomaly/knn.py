@@ -92,7 +92,7 @@ class KNN(AnomalyMethod):
     needs_features = True
 
     def __init__(
-        self, k: int = 1, bank_size: int = 16384, balance: str = "label", seed: int = 0
+        self, k: int = 1, bank_size: int = 4096, balance: str = "label", seed: int = 0
     ) -> None:
         super().__init__()
         if int(k) < 1:
