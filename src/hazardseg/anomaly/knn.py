@@ -4,10 +4,10 @@ In the spirit of Galesso et al., "Far Away in the Deep Space: Dense Nearest-Neig
 Out-of-Distribution Detection" (ICCV 2023 workshops). Nothing is trained.
 
 Features are ``model(x, return_features=True)["features"]``, the map the final classifier
-reads (per model family: LR-ASPP: ``[low (40-d), high' (128-d)]`` at stride 8;
-DeepLabV3/V3+: the 256-d decoder output before the 1x1 classifier; SegFormer / smp models:
-the decoder output before the segmentation head; Hiera: the fused 256-d decoder map), each
-pixel's vector L2-normalised.
+reads (per model family: LR-ASPP: ``[low (40-d), high' (128-d)]`` at stride 8; torchvision
+DeepLabV3: the 256-d ASPP/3x3-conv output at stride 8; smp DeepLabV3+ / SegFormer: the 256-d
+decoder output at stride 4; Hiera: the fused 256-d decoder map at stride 4), each pixel's
+vector L2-normalised.
 
 Fit (one streamed pass, :func:`hazardseg.anomaly.base.fit_methods`): a class-balanced bank
 of at most ``bank_size`` feature vectors, at most ``ceil(bank_size / C)`` per class (C = the
