@@ -105,6 +105,41 @@ def method_times(
     return out
 
 
+def knn_fit_time(run: Path, data: Path, images: int, bank_size: int) -> dict[str, Any]:
+    """Fit ``knn`` alone on the first ``images`` training scenes (one pass): wall seconds of
+    the pass, of the forward passes in it, and inside knn's fit_update / fit_end."""
+    from torch.utils.data import DataLoader
+
+    from hazardseg.anomaly import fit_methods
+    from hazardseg.anomaly.knn import KNN
+
+    model, info = load_model(run / "best.pt", device="cpu")
+    resize = (info.get("config") or {}).get("eval", {}).get("resize", "native")
+    ds = StreetHazards(data, "train", build_eval_transform(resize), max_images=images)
+    loader = DataLoader(ds, batch_size=8, shuffle=False, num_workers=0)
+    knn = KNN(bank_size=bank_size)
+    fwd = [0.0]
+    real_forward = model.forward
+
+    def timed_forward(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return real_forward(*a, **k)
+        finally:
+            fwd[0] += time.perf_counter() - t
+
+    model.forward = timed_forward  # type: ignore[method-assign]
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    with fit_timers() as ft:
+        n = fit_methods({"knn": knn}, model, loader, "cpu")
+    total = time.perf_counter() - t0
+    assert knn.bank is not None
+    return {"images": n, "bank": list(knn.bank.shape), "bank_size": bank_size, "total_s": total,
+            "forward_s": fwd[0], "knn_s": ft.get("knn", 0.0), "load": load,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
 def one_run(run: Path, data: Path, out: Path, tta: str, fit_images: int, timing_images: int):
     """Every number of one trained run (with and without TTA)."""
     ckpt = run / "best.pt"
@@ -195,7 +230,21 @@ def main() -> None:
     ap.add_argument("--fit-images", type=int, default=50)
     ap.add_argument("--timing-images", type=int, default=4)
     ap.add_argument("--report", type=Path, help="Print the tables of a finished run.")
+    ap.add_argument(
+        "--knn-fit",
+        type=int,
+        metavar="N",
+        help="Only time fitting knn alone on "
+        "the first N training scenes of the first run (--knn-bank vectors).",
+    )
+    ap.add_argument("--knn-bank", type=int, default=200_000)
     args = ap.parse_args()
+    if args.knn_fit:
+        res = knn_fit_time(args.runs[0], args.data, args.knn_fit, args.knn_bank)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "knn_fit.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res))
+        return
     if args.report:
         print(report(json.loads(args.report.read_text())))
         return
