@@ -219,6 +219,11 @@ def test_method_resolution_and_state_errors():
     assert ox.resolve_method_names(["msp,energy", "msp"]) == ["msp", "energy"]
     with pytest.raises(ExportError, match="'heat' cannot be exported"):
         ox.resolve_method_names(["heat"])
+    from hazardseg.anomaly import list_methods
+
+    for name in set(list_methods()) - {*ALL, "heat"}:  # feature methods added later
+        with pytest.raises(ExportError, match=f"'{name}' cannot be exported"):
+            ox.resolve_method_names([name])
     with pytest.raises(ExportError, match="unknown anomaly method 'foo'"):
         ox.resolve_method_names("foo")
     with pytest.raises(ExportError, match="needs fitted statistics"):

@@ -192,6 +192,12 @@ def unfused_attention(model: nn.Module) -> Iterator[int]:
 # ----------------------------------------------------------------------------- methods
 
 
+def _registered_methods() -> list[str]:
+    from hazardseg.anomaly import list_methods
+
+    return list(list_methods())
+
+
 def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
     """Validated, de-duplicated method names; "all" = every exportable method."""
     if methods is None:
@@ -208,6 +214,11 @@ def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
                     raise ExportError(
                         f"anomaly method '{name}' cannot be exported: "
                         f"{NOT_EXPORTABLE_METHODS[name]}"
+                    )
+                if name not in EXPORTABLE_METHODS and name in _registered_methods():
+                    raise ExportError(
+                        f"anomaly method '{name}' cannot be exported: it is not a function of "
+                        f"the logits (only {', '.join(EXPORTABLE_METHODS)} are)"
                     )
                 if name not in EXPORTABLE_METHODS:
                     raise ExportError(
