@@ -332,3 +332,93 @@ def test_import_hazardseg_needs_no_deploy_packages():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- predict with the onnxruntime backend, and on videos -------------------------------------
+
+
+def _write_images(folder: Path) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(((48, 64), (48, 64), (51, 77))):
+        arr = ox.sample_images(1, h, w, seed=40 + i).numpy()[0]
+        path = folder / f"img{i}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_onnxruntime_backend_equals_torch(exported, tmp_path, one_torch_thread):
+    """Same files, and the same masks at the same threshold, as the PyTorch backend (scores
+    within 1e-4; pixels whose score lies within that of the threshold may flip)."""
+    from PIL import Image
+
+    from hazardseg.data.transforms import load_image
+    from hazardseg.deploy.predictor import OnnxMapPredictor
+    from hazardseg.predict import MapPredictor, predict
+
+    paths = _write_images(tmp_path / "in")
+    for method in ("max_logit", "energy", "sml"):
+        thr = {"max_logit": 0.0, "energy": -2.6, "sml": 0.5}[method]
+        a = predict(exported["ckpt"], paths, tmp_path / f"t_{method}", method=method,
+                    threshold=thr)  # fmt: skip
+        b = predict(None, paths, tmp_path / f"o_{method}", method=method, threshold=thr,
+                    backend="onnxruntime", onnx=exported["onnx"], threads=1)  # fmt: skip
+        assert b["backend"] == "onnxruntime" and len(a["images"]) == len(b["images"]) == 3
+        tp = MapPredictor(exported["ckpt"], method)
+        op = OnnxMapPredictor(exported["onnx"], method, threads=1)
+        for ra, rb, path in zip(a["images"], b["images"], paths, strict=True):
+            assert Path(ra["files"]["mask"]).name == Path(rb["files"]["mask"]).name
+            sa, sb = tp(load_image(path)).score, op.predict_batch([load_image(path)])[0].score
+            assert sa.shape == sb.shape and np.abs(sa - sb).max() <= 1e-4
+            ma = np.asarray(Image.open(ra["files"]["mask"])) > 0
+            mb = np.asarray(Image.open(rb["files"]["mask"])) > 0
+            near = np.abs(sa - thr) <= 1e-4
+            assert np.array_equal(ma[~near], mb[~near])
+
+
+def test_predict_onnxruntime_threshold_from_metadata_and_errors(exported, tmp_path):
+    from hazardseg.predict import predict
+
+    paths = _write_images(tmp_path / "in")
+    res = predict(None, paths[:1], tmp_path / "o", method="sml", backend="onnxruntime",
+                  onnx=exported["onnx"], threads=1, resize="48x32")  # fmt: skip
+    assert res["threshold"] == 0.5 and "model.onnx" in res["threshold_source"]
+    assert res["images"][0]["width"] == 64  # maps at the image's own size
+    rc = main(["predict", str(paths[0]), "--out", str(tmp_path / "x"), "--backend",
+               "onnxruntime", "--threshold", "0"])  # fmt: skip
+    assert rc == 2
+    rc = main(["predict", str(paths[0]), "--out", str(tmp_path / "x"), "--backend",
+               "onnxruntime", "--onnx", str(exported["onnx"]), "--method", "heat",
+               "--threshold", "0"])  # fmt: skip
+    assert rc == 2
+    rc = main(["predict", str(paths[0]), "--out", str(tmp_path / "x"), "--threshold", "0"])
+    assert rc == 2  # torch backend without --checkpoint
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_predict_video_streams_overlay_and_frame_records(exported, tmp_path, backend):
+    pytest.importorskip("av")
+    from hazardseg.deploy.video import VideoWriter
+
+    video = tmp_path / "drive.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(video, 10) as writer:
+        for _ in range(7):
+            writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    args = ["predict", str(video), "--out", str(out), "--threshold", "0", "--every", "2",
+            "--quiet"]  # fmt: skip
+    if backend == "torch":
+        args += ["--checkpoint", str(exported["ckpt"])]
+    else:
+        args += ["--backend", "onnxruntime", "--onnx", str(exported["onnx"]), "--threads", "1"]
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (out / "drive" / "frames.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == [0, 2, 4, 6]
+    assert all(0.0 <= r["anomaly_fraction"] <= 1.0 and r["threshold"] == 0.0 for r in rows)
+    assert (out / "drive" / "overlay.mp4").stat().st_size > 0
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["videos"][0]["out"] == str(out / "drive")

@@ -68,8 +68,12 @@ def visualize_cmd(
 
 
 def predict_cmd(
-    images: list[Path] = typer.Argument(..., help="Image files or folders (PNG/JPEG)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint file (.pt)."),
+    images: list[Path] = typer.Argument(
+        ..., help="Image files or folders (PNG/JPEG), or videos (mp4/avi/mkv/mov/webm)."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint file (.pt); required by the torch backend."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     method: str = typer.Option("max_logit", "--method", help="Anomaly method."),
     threshold: float | None = typer.Option(
@@ -93,8 +97,20 @@ def predict_cmd(
     state: Path | None = typer.Option(
         None, "--state", help="Anomaly state file (default: anomaly_state.pt beside CKPT)."
     ),
+    backend: str = typer.Option(
+        "torch", "--backend", help="torch (the checkpoint) or onnxruntime (--onnx MODEL)."
+    ),
+    onnx: Path | None = typer.Option(
+        None, "--onnx", help="Graph from `hazardseg export` (--backend onnxruntime)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="onnxruntime intra-op threads (default: all cores)."
+    ),
+    every: int = typer.Option(1, "--every", help="Videos: process every N-th frame."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar for videos."),
 ) -> None:
-    """Segment images and detect anomalies; writes seg, heat, mask and overlay PNGs."""
+    """Segment images or videos and detect anomalies; writes seg, heat, mask and overlay PNGs
+    per image, an overlay video and per-frame JSON per video."""
     from hazardseg.predict import predict
 
     summary = predict(
@@ -105,6 +121,11 @@ def predict_cmd(
         threshold=threshold,
         model_name=model,
         state_path=state,
+        backend=backend,
+        onnx=onnx,
+        threads=threads,
+        every=every,
+        progress=not quiet,
         **spec_flags(
             config,
             resize=resize,
@@ -114,9 +135,10 @@ def predict_cmd(
             tta=tta,
         ),
     )
+    videos = f", {len(summary['videos'])} video(s)" if summary["videos"] else ""
     typer.echo(
         f"threshold {summary['threshold']:.4g} ({summary['threshold_source']}); "
-        f"{len(summary['images'])} image(s) -> {out}"
+        f"{len(summary['images'])} image(s){videos} -> {out}"
     )
     if summary["failed"]:
         first = summary["failed"][0]["path"]
