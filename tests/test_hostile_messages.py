@@ -168,10 +168,6 @@ def test_report_with_text_miou_and_non_utf8_config(
     assert "not valid UTF-8" in page and "invalid value" in page and "25.00%" in page
 
 
-@pytest.mark.xfail(
-    reason="needs anomaly/registry.create_method to coerce option values (not owned here)",
-    strict=False,
-)
 def test_method_option_that_is_not_a_number(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -117,7 +117,40 @@ def create_method(name: str, **options: Any) -> AnomalyMethod:
         raise HazardsegError(
             f"anomaly method '{name}': unknown option(s) {', '.join(unknown)}; expected {expected}"
         )
-    return builder(**options)
+    params = inspect.signature(builder).parameters
+    coerced = {k: _coerce_option(name, k, v, params[k].default) for k, v in options.items()}
+    try:
+        return builder(**coerced)
+    except (TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HazardsegError(f"anomaly method '{name}': invalid options ({first})") from None
+
+
+def _coerce_option(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of the option's default; HazardsegError otherwise."""
+
+    def fail(expected: str) -> HazardsegError:
+        return HazardsegError(
+            f"anomaly method '{method}': option {key}={value!r}; expected {expected}"
+        )
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise fail("an integer")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise fail("a string")
+    return value
 
 
 def parse_methods(spec: str | list[str]) -> list[str]:
