@@ -159,6 +159,12 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=100)
     ap.add_argument("--train", type=int, default=20)
     ap.add_argument("--fit-images", type=int, default=20)
+    ap.add_argument(
+        "--max-test", type=int, default=None, help="evaluate only the first N test images"
+    )
+    ap.add_argument(
+        "--max-val", type=int, default=None, help="calibrate on the first N validation images"
+    )
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--model", default="lraspp_mobilenet_v3")
     ap.add_argument("--threads", type=int, default=2)
@@ -170,7 +176,8 @@ def main() -> None:
     w, h = (int(v) for v in args.size.lower().split("x"))
     counts = {"train": args.train, "validation": args.val, "test": args.test}
     gen_s = ensure_data(args.root, counts, (w, h), args.threads)
-    image_bytes = tree_size(args.root / "test" / "images")
+    test_files = [s.image_path for s in StreetHazards(args.root, "test").samples]
+    image_bytes = sum(f.stat().st_size for f in test_files[: args.max_test])
 
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -192,10 +199,16 @@ def main() -> None:
         "--fit-images", str(args.fit_images), "--batch-size", str(args.batch_size),
         "--device", "cpu", "--quiet",
     ]  # fmt: skip
-    cal = run_measured([*exe, "calibrate", *common, "--split", "validation"], env, [args.out, tmp])
+    val_cap = [] if args.max_val is None else ["--max-images", str(args.max_val)]
+    test_cap = [] if args.max_test is None else ["--max-images", str(args.max_test)]
+    cal = run_measured(
+        [*exe, "calibrate", *common, *val_cap, "--split", "validation"], env, [args.out, tmp]
+    )
     ev_out = args.out / "eval"
     ev = run_measured(
-        [*exe, "evaluate", *common, "--split", "test", "--out", str(ev_out)], env, [args.out, tmp]
+        [*exe, "evaluate", *common, *test_cap, "--split", "test", "--out", str(ev_out)],
+        env,
+        [args.out, tmp],
     )
     res = json.loads((ev_out / "results.json").read_text())
     t = res["timing"]
@@ -230,7 +243,7 @@ def main() -> None:
         trun = [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node", "2", "-m", "hazardseg", "evaluate", *common,
-            "--split", "test", "--out", str(tr_out),
+            *test_cap, "--split", "test", "--out", str(tr_out),
         ]  # fmt: skip
         # each rank runs with the 1-process run's thread count: convolution results depend
         # on it at the ulp level, and the comparison is meant to be exact
