@@ -115,7 +115,7 @@ def test_knn_bank_class_balanced_deterministic_and_order_independent() -> None:
     small = F.interpolate(masks[:, None].float(), size=feats.shape[-2:], mode="nearest")[:, 0]
 
     def fit(order: list[int], bs: int, seed: int = 0, bank: int = 40) -> torch.Tensor:
-        m = KNN(k=1, bank_size=bank, seed=seed)
+        m = KNN(k=1, bank_size=bank, balance="label", seed=seed)
         m.fit_begin()
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]

@@ -9,11 +9,14 @@ DeepLabV3: the 256-d ASPP/3x3-conv output at stride 8; smp DeepLabV3+ / SegForme
 decoder output at stride 4; Hiera: the fused 256-d decoder map at stride 4), each pixel's
 vector L2-normalised.
 
-Fit (one streamed pass, :func:`hazardseg.anomaly.base.fit_methods`): a class-balanced bank
-of at most ``bank_size`` feature vectors, at most ``ceil(bank_size / C)`` per class (C = the
-number of logit channels); a pixel's class is its ground-truth label at the feature grid
-(nearest-neighbour downsampling; "no class" and ids >= C skipped) with ``balance="label"``,
-its predicted class with ``"predicted"``, or a single pool with ``"none"``. Within a class the
+Fit (one streamed pass, :func:`hazardseg.anomaly.base.fit_methods`): a bank of at most
+``bank_size`` feature vectors: with ``balance="none"`` (the default) a uniform seeded
+subsample of all fitting pixels; class-balanced with ``"label"`` (at most
+``ceil(bank_size / C)`` per ground-truth class at the feature grid, nearest-neighbour
+downsampling, "no class" and ids >= C skipped; C = the number of logit channels) or
+``"predicted"`` (per predicted class). On the demo (seed 0) the uniform bank measured pooled
+AUPR 20.9 (k=1) / 22.0 (k=5) against 8.6 / 7.5 class-balanced: balancing starves the large
+classes and flags their rarer looks. Within a class the
 vectors kept are those with the smallest keys hashed from their bits and ``seed``
 (:mod:`hazardseg.anomaly.sampling`): the bank depends only on the fitting images and the
 seed, not on batch size or order. A class with fewer pixels than its quota gives all of them.
@@ -92,7 +95,7 @@ class KNN(AnomalyMethod):
     needs_features = True
 
     def __init__(
-        self, k: int = 1, bank_size: int = 4096, balance: str = "label", seed: int = 0
+        self, k: int = 5, bank_size: int = 4096, balance: str = "none", seed: int = 0
     ) -> None:
         super().__init__()
         if int(k) < 1:

@@ -10,8 +10,10 @@ pixels take their ground-truth label at the feature grid (nearest-neighbour down
 "no class" and ids >= C skipped). Per class c: count ``n_c`` and mean ``mu_c``; one shared
 covariance ``S = sum_c sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T / sum_c n_c`` (float64 sums,
 so batch order changes only rounding). Shrinkage towards a scaled identity (Ledoit-Wolf
-form): ``S' = (1 - a) S + a (tr S / D) I`` with ``a`` = ``shrinkage`` (default 0.01); S'
-gives the whitening ``W = V diag(lambda)^-1/2`` (eigenvalues floored at 1e-12 x the largest).
+form): ``S' = (1 - a) S + a (tr S / D) I`` with ``a`` = ``shrinkage`` (default 0.3; on the
+demo, seed 0, pooled AUPR 3.8 at 0.01, 10.7 at 0.3, 10.9 at 0.7, 8.8 at 0.95: the smallest
+eigen-directions of the training features are noise that flags normal pixels); S' gives the
+whitening ``W = V diag(lambda)^-1/2`` (eigenvalues floored at 1e-12 x the largest).
 With ``normalize`` the feature vectors are L2-normalised first.
 
 Score: the **minimum Mahalanobis distance** over the classes seen in fitting,
@@ -94,7 +96,7 @@ class Mahalanobis(AnomalyMethod):
     needs_features = True
     needs_labels = True
 
-    def __init__(self, shrinkage: float = 0.01, normalize: bool = False) -> None:
+    def __init__(self, shrinkage: float = 0.3, normalize: bool = False) -> None:
         super().__init__()
         if not 0.0 <= float(shrinkage) <= 1.0:
             raise HazardsegError(f"Mahalanobis: shrinkage must be in [0, 1], got {shrinkage}")
