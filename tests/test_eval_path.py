@@ -246,3 +246,20 @@ def test_sparse_counts_device_path_equals_cpu_path():
     p.update(scores, pos, valid)
     q.sparse._update_on_device(scores, pos, valid)
     assert p.compute()["auroc"] == q.compute()["auroc"]
+
+
+def test_calibrated_threshold_is_tied_to_the_spec(tree, tmp_path, one_torch_thread):
+    """A threshold calibrated at one resize / TTA setting is not applied at another."""
+    state = tmp_path / "state.pt"
+    calibrate(tree["ckpt"], tree["root"], "validation", "max_logit", state_path=state)
+    same = evaluate(tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state)
+    assert same["methods"]["max_logit"]["calibrated"] is not None
+    other = evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state, resize="48x32"
+    )
+    assert other["methods"]["max_logit"]["calibrated"] is None
+    assert other["methods"]["max_logit"]["components"] is None
+    tta = evaluate(
+        tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state, tta="1,flip"
+    )
+    assert tta["methods"]["max_logit"]["calibrated"] is None

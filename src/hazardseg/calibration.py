@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from hazardseg import distributed
-from hazardseg.anomaly.state import write_state
+from hazardseg.anomaly.state import threshold_spec, write_state
 from hazardseg.config import EvalConfig
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.passes import (
@@ -114,8 +114,7 @@ def _calibrate(
             "split": split,
             "num_images": len(dataset),
             "exclude_unlabeled": bool(spec.exclude_unlabeled),
-            "resize": spec.resize,
-            "precision": spec.precision,
+            **threshold_spec(spec),
             "options": dict(m.options),
         }
     if distributed.rank() == 0:

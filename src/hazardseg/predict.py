@@ -106,7 +106,9 @@ class MapPredictor:
                     f"--methods {method} --tta {self.spec.tta} first"
                 )
         entry = (
-            matching_thresholds(state, {method: self.method}, sha).get(method) if state else None
+            matching_thresholds(state, {method: self.method}, sha, self.spec).get(method)
+            if state
+            else None
         )
         self.calibrated: dict[str, Any] | None = entry
 

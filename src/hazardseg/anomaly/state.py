@@ -126,15 +126,33 @@ def restore_methods(
     return restored
 
 
+THRESHOLD_SPEC_KEYS: tuple[str, ...] = ("resize", "at_label_resolution", "precision", "tta")
+"""Evaluation-spec settings a calibrated threshold depends on (they change the scores)."""
+
+
+def threshold_spec(spec: Any) -> dict[str, Any]:
+    """The settings of an evaluation spec (``EvalConfig``) that a threshold is tied to."""
+    return {k: getattr(spec, k) for k in THRESHOLD_SPEC_KEYS if hasattr(spec, k)}
+
+
 def matching_thresholds(
-    state: dict[str, Any], methods: dict[str, AnomalyMethod], checkpoint_sha256: str
+    state: dict[str, Any],
+    methods: dict[str, AnomalyMethod],
+    checkpoint_sha256: str,
+    spec: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Calibrated thresholds saved for this checkpoint and the methods' current options."""
+    """Calibrated thresholds saved for this checkpoint, the methods' current options and,
+    when ``spec`` (an ``EvalConfig``) is given, the same resize policy, label resolution,
+    precision and TTA (settings an entry does not record are not compared)."""
     if state.get("checkpoint_sha256") != checkpoint_sha256:
         return {}
+    wanted = threshold_spec(spec) if spec is not None else {}
     out = {}
     for name, method in methods.items():
         entry = state["thresholds"].get(name)
-        if entry is not None and entry.get("options", method.options) == method.options:
-            out[name] = entry
+        if entry is None or entry.get("options", method.options) != method.options:
+            continue
+        if any(k in entry and str(entry[k]) != str(v) for k, v in wanted.items()):
+            continue
+        out[name] = entry
     return out

@@ -145,10 +145,14 @@ def prepare_methods(
 
 
 def calibrated_thresholds(
-    state: dict[str, Any], methods: dict[str, AnomalyMethod], checkpoint_sha256: str
+    state: dict[str, Any],
+    methods: dict[str, AnomalyMethod],
+    checkpoint_sha256: str,
+    spec: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Saved thresholds that match the checkpoint and each method's options."""
+    """Saved thresholds that match the checkpoint, each method's options and the spec's
+    resize / precision / TTA settings."""
     try:
-        return matching_thresholds(state, methods, checkpoint_sha256)
+        return matching_thresholds(state, methods, checkpoint_sha256, spec)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"anomaly state: malformed thresholds ({exc})") from None

@@ -86,7 +86,7 @@ def prepare(
         save=run.save_state,
     )  # fmt: skip
     fit_s = time.perf_counter() - t0
-    thresholds = calibrated_thresholds(state, methods, sha)
+    thresholds = calibrated_thresholds(state, methods, sha, spec)
     return Prepared(model, info, methods, device, state, spath, restored, fitted, thresholds, fit_s)
 
 
