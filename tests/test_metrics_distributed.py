@@ -39,8 +39,15 @@ def _worker(rank: int, init_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        for bits, max_distinct in ((21, 1 << 21), (17, 100)):  # exact stage, histogram stage
-            mine = _accumulate([rank, rank + 2], bits, max_distinct)
+        for bits, max_distinct, inference in (
+            (21, 1 << 21, False),
+            (17, 100, False),
+            (17, 100, True),
+        ):
+            # exact stage, histogram stage, and state filled under inference mode (as in
+            # evaluate) but merged outside it
+            with torch.inference_mode(inference):
+                mine = _accumulate([rank, rank + 2], bits, max_distinct)
             for acc in mine:
                 acc.all_reduce()
             ref = _accumulate(range(4), bits, max_distinct)

@@ -98,7 +98,8 @@ def _calibrate(
                 nonfinite[n] += int((~torch.isfinite(s) & known).sum())
                 pooled[n].update(s, torch.zeros_like(known), known)
     for n in selected:
-        pooled[n].all_reduce()
+        with torch.inference_mode():  # histogram tensors were filled in inference mode
+            pooled[n].all_reduce()
         nonfinite[n] = sum(distributed.gather_objects(nonfinite[n]))
         if nonfinite[n]:
             raise HazardsegError(

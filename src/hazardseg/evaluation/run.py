@@ -155,11 +155,12 @@ def _evaluate(
     t_pass = time.perf_counter() - t_loop
 
     t_end = time.perf_counter()
-    cm.all_reduce()
-    for acc in accs.values():
-        acc.all_reduce()
-        acc.check_nonfinite(f"{split} split")
-    pooled = {n: acc.pooled.compute(run.max_curve_points) for n, acc in accs.items()}
+    with torch.inference_mode():  # the accumulators' tensors were filled in inference mode
+        cm.all_reduce()
+        for acc in accs.values():
+            acc.all_reduce()
+            acc.check_nonfinite(f"{split} split")
+        pooled = {n: acc.pooled.compute(run.max_curve_points) for n, acc in accs.items()}
     times["finalize_s"] = time.perf_counter() - t_end
 
     comp: dict[str, Any] = dict.fromkeys(methods)

@@ -11,6 +11,7 @@ all ones) are kept apart and reported, never mixed with finite scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -232,6 +233,12 @@ class ScoreHistogram:
 
         if not distributed.is_distributed():
             return
+        # counts filled under inference mode (evaluation) are inference tensors: update them
+        # in place only under inference mode
+        with torch.inference_mode():
+            self._all_reduce(distributed)
+
+    def _all_reduce(self, distributed: Any) -> None:
         info = torch.tensor([self.bits, -int(self.counts.dtype == torch.int64)])
         distributed.all_reduce(info, "min")
         total = torch.tensor([self.total], dtype=torch.int64)
