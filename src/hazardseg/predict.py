@@ -117,6 +117,11 @@ class MapPredictor:
         """The calibrated threshold of the method, or None when none was stored."""
         return None if self.calibrated is None else float(self.calibrated["threshold"])
 
+    @property
+    def batch_size(self) -> int:
+        """Images of one size per forward pass (the spec's ``batch_size``)."""
+        return int(self.spec.batch_size)
+
     @torch.inference_mode()
     def predict_batch(
         self, images: list[Image.Image], out_size: tuple[int, int] | None = None
@@ -313,7 +318,7 @@ def predict(
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     pending: list[tuple[Path, str, Image.Image]] = []
-    batch_size = int(getattr(predictor, "batch_size", 0) or predictor.spec.batch_size)
+    batch_size = predictor.batch_size
 
     def flush() -> None:
         if pending:

@@ -148,8 +148,7 @@ def predict_video(
             results.append((mask_overlay(frame, m.pred, mask), record))
         return results
 
-    batch = int(getattr(predictor, "batch_size", None) or predictor.spec.batch_size)
     summary = process_video(
-        path, out_dir, frame_fn, every=every, batch_size=batch, progress=progress
+        path, out_dir, frame_fn, every=every, batch_size=predictor.batch_size, progress=progress
     )
     return summary.to_dict()
