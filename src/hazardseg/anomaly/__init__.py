@@ -1,7 +1,7 @@
 """Per-pixel anomaly methods: pure logit scores and fitted detectors (SML, HEAT, kNN,
 Mahalanobis)."""
 
-from hazardseg.anomaly.base import AnomalyMethod, fit_methods, model_outputs
+from hazardseg.anomaly.base import AnomalyMethod, fit_methods
 from hazardseg.anomaly.heat import HEAT
 from hazardseg.anomaly.knn import KNN
 from hazardseg.anomaly.mahalanobis import Mahalanobis
@@ -29,7 +29,6 @@ __all__ = [
     "list_methods",
     "max_logit",
     "method_options",
-    "model_outputs",
     "msp",
     "parse_methods",
 ]

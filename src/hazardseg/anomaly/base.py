@@ -9,14 +9,14 @@ fitted methods (SML, HEAT, kNN, Mahalanobis) share a single pass over the data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from hazardseg.errors import HazardsegError
-from hazardseg.models.inference import TTA, evaluation_forward, forward_logits
+from hazardseg.models.inference import TTA, forward_logits
 
 
 class AnomalyMethod:
@@ -96,36 +96,6 @@ class AnomalyMethod:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{type(self).__name__}({opts})"
-
-
-def model_outputs(
-    model: nn.Module,
-    loader: Iterable[dict[str, Any]],
-    device: str | torch.device = "cpu",
-    max_images: int | None = None,
-    features: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(logits float32, features or None)`` batch by batch, at most ``max_images`` images.
-
-    The model runs in eval mode under ``torch.inference_mode``; its training flag is restored.
-    """
-    was_training = model.training
-    model.eval()
-    seen = 0
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                if max_images is not None and seen >= max_images:
-                    break
-                x = batch["image"]
-                if max_images is not None:
-                    x = x[: max_images - seen]
-                seen += x.shape[0]
-                yield evaluation_forward(model, x, device, features=features)
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise HazardsegError("anomaly fit: the fitting data has no images")
 
 
 def fit_methods(
