@@ -16,6 +16,9 @@ a histogram bin with a positive score are sorted, to split that bin exactly.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from hazardseg.metrics._histogram import float_keys
 
 COARSE_BITS = 16
 """Bits of the level-1 histogram (2**16 bins of 2**16 consecutive float32 values)."""
@@ -25,10 +28,10 @@ LEVEL2_COUNTERS = 1 << 18
 
 
 def order_keys(scores: np.ndarray) -> np.ndarray:
-    """uint32 keys whose integer order is the float32 order of ``scores`` (-0.0 == +0.0)."""
-    s = np.asarray(scores, dtype=np.float32) + np.float32(0.0)
-    b = s.view(np.uint32)
-    return b ^ (((b >> np.uint32(31)) * np.uint32(0x7FFFFFFF)) | np.uint32(0x80000000))
+    """uint32 keys whose integer order is the float32 order of ``scores`` (-0.0 == +0.0):
+    :func:`~hazardseg.metrics._histogram.float_keys` shifted to unsigned."""
+    s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    return float_keys(s).numpy().view(np.uint32) ^ np.uint32(0x80000000)
 
 
 def _negatives_at_or_above(
