@@ -38,7 +38,9 @@ def protocol_section(
         "pooled": "one curve over all evaluated pixels of the split (SegmentMeIfYouCan style)",
         "per_image": "metrics per image averaged over images with both classes (official "
         "StreetHazards definitions; the official pixel set when exclude_unlabeled is false)",
-        "components": "8-connected components at the pooled best-F1 (oracle) threshold",
+        "components": "8-connected components at each method's threshold: the one from "
+        "calibrate (components.threshold_source 'calibrated', the default) or the pooled "
+        "best-F1 threshold of the evaluated split ('oracle')",
         "definitions": definitions,
     }
 
