@@ -8,10 +8,10 @@ import math
 import pytest
 import yaml
 
-from hazardseg.ablation import load_grid, parse_seeds, summarize, variant_configs
 from hazardseg.cli import main
 from hazardseg.config import ExperimentConfig
 from hazardseg.errors import ConfigError
+from hazardseg.workflows.ablation import load_grid, parse_seeds, summarize, variant_configs
 
 
 def _grid(tmp_path, variants, seeds=None):

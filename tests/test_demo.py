@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from hazardseg.cli import main
-from hazardseg.demo import QUICK, demo_config, recipe_path, run_demo, summary_text
 from hazardseg.errors import HazardsegError
-from hazardseg.predict import predict
+from hazardseg.inference.predict import predict
+from hazardseg.workflows.demo import QUICK, demo_config, recipe_path, run_demo, summary_text
 
 REPO = Path(__file__).resolve().parents[1]
 

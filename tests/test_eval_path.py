@@ -11,20 +11,20 @@ import torch
 import yaml
 
 from conftest import make_tiny_tree
-from hazardseg.calibration import calibrate
 from hazardseg.cli import main
 from hazardseg.config import EvalConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.calibrate import calibrate
 from hazardseg.evaluation.spec import resolve_spec, split_options
+from hazardseg.inference.predict import predict
 from hazardseg.metrics._sparse import SparseCounts
 from hazardseg.metrics.components import ComponentMetrics
 from hazardseg.metrics.ood import PooledOOD, evaluation_masks
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 from hazardseg.models.inference import forward_logits
-from hazardseg.predict import predict
 
 MODEL = "lraspp_mobilenet_v3"
 
@@ -66,7 +66,7 @@ def test_predict_maps_equal_evaluate_saved_maps(tree, tmp_path, resize, one_torc
         )  # fmt: skip
         assert summary["resize"] == resize and len(summary["images"]) == len(images)
         from hazardseg.data.transforms import load_image
-        from hazardseg.predict import MapPredictor
+        from hazardseg.inference.predictor import MapPredictor
 
         pred = MapPredictor(tree["ckpt"], method, resize=resize)
         for img in images:

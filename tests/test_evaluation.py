@@ -13,16 +13,16 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 
 from conftest import make_tiny_tree
 from hazardseg.anomaly import create_method
-from hazardseg.calibration import calibrate
 from hazardseg.cli import main
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, ids_to_png
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.calibrate import calibrate
+from hazardseg.evaluation.results import load_results
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
-from hazardseg.results import load_results
 from test_perimage_official import official_image
 
 torch.set_num_threads(1)
@@ -282,14 +282,15 @@ def test_cli_evaluate_and_errors(setup, capsys) -> None:
 
 
 def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
-    from hazardseg.anomaly import registry
+    from hazardseg.anomaly import registry, scores
+    from hazardseg.anomaly.logit import LogitScore
 
     def nan_msp(logits: torch.Tensor) -> torch.Tensor:
-        s = registry.scores.msp(logits)
+        s = scores.msp(logits)
         s[:, 0, :5] = float("nan")
         return s
 
-    monkeypatch.setitem(registry.METHODS, "msp", lambda: registry.LogitScore("msp", nan_msp))
+    monkeypatch.setitem(registry.METHODS, "msp", lambda: LogitScore("msp", nan_msp))
     out_dir = setup["base"] / "nan"
     # 5 NaN per image: pixel (0, 0) is PNG 0, outside the pooled protocol but a normal pixel
     # of the official per-image protocol, so it counts

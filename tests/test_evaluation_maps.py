@@ -14,7 +14,7 @@ from hazardseg.cli import main
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation import evaluate_maps
-from hazardseg.results import load_results
+from hazardseg.evaluation.results import load_results
 from test_perimage_official import official_fpr95
 
 

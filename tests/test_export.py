@@ -22,7 +22,10 @@ from hazardseg.cli import main
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.data.transforms import normalize
 from hazardseg.deploy import DeployError, ExportError, MissingDependencyError, require
-from hazardseg.deploy import onnx_export as ox
+from hazardseg.deploy.export_methods import build_methods, resolve_method_names
+from hazardseg.deploy.onnx_check import sample_images
+from hazardseg.deploy.onnx_export import ExportOptions, export_model
+from hazardseg.deploy.onnx_graph import functional_neighbour_reduce, onnx_friendly_filters
 from hazardseg.deploy.onnx_runtime import OnnxSegmenter, read_metadata
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import file_sha256, save_checkpoint
@@ -57,7 +60,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             best_metric=None,
             rng=False,
         )
-        logits = _torch_reference(model, ox.sample_images(2, 64, 64, seed=5).numpy())
+        logits = _torch_reference(model, sample_images(2, 64, 64, seed=5).numpy())
         stats = ClassStats(13)
         stats.update(*logits.max(dim=1))
         sml = create_method("sml")
@@ -105,7 +108,7 @@ def test_runner_matches_pytorch_at_two_sizes(exported, one_torch_thread):
     sml.load_state_dict(state["methods"]["sml"]["state"])
     reference = {name: create_method(name) for name in ALL if name != "sml"} | {"sml": sml}
     for n, h, w in ((2, 64, 64), (1, 72, 100)):
-        images = ox.sample_images(n, h, w, seed=h).numpy()
+        images = sample_images(n, h, w, seed=h).numpy()
         out = seg.run(list(images), logits=True)
         logits = _torch_reference(exported["model"], images)
         assert out.logits.shape == (n, 13, h, w)
@@ -181,13 +184,11 @@ class Branchy(TinySeg):
 
 
 def test_static_export_fixes_size_batch_stays_free(tmp_path, one_torch_thread):
-    report = ox.export_model(
+    report = export_model(
         TinySeg(),
         tmp_path / "tiny.onnx",
         methods={"msp": create_method("msp")},
-        height=20,
-        width=28,
-        threads=1,
+        options=ExportOptions(height=20, width=28, threads=1),
     )
     assert report.input_shape == ["batch", 20, 28, 3]
     assert report.outputs["logits"]["shape"] == ["batch", 13, 20, 28]
@@ -204,40 +205,41 @@ def test_static_export_fixes_size_batch_stays_free(tmp_path, one_torch_thread):
 def test_export_refusals_write_nothing(tmp_path, one_torch_thread):
     out = tmp_path / "x.onnx"
     with pytest.raises(ExportError, match="cannot be exported to ONNX"):
-        ox.export_model(Branchy(), out, height=16, width=16, threads=1)
+        export_model(Branchy(), out, options=ExportOptions(height=16, width=16, threads=1))
     with pytest.raises(ExportError, match="needs the network's features"):
-        ox.export_model(TinySeg(), out, methods={"heat": create_method("heat")})
+        export_model(TinySeg(), out, methods={"heat": create_method("heat")})
     with pytest.raises(ExportError, match="too small"):
-        ox.export_model(TinySeg(), out, height=8, width=8)
+        export_model(TinySeg(), out, options=ExportOptions(height=8, width=8))
+    tight = ExportOptions(height=16, width=16, threads=1, logits_tolerance=-1.0)
     with pytest.raises(ExportError, match="logits differ from PyTorch"):
-        ox.export_model(TinySeg(), out, height=16, width=16, threads=1, logits_tolerance=-1.0)
+        export_model(TinySeg(), out, options=tight)
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_method_resolution_and_state_errors():
-    assert ox.resolve_method_names("all") == ALL
-    assert ox.resolve_method_names(["msp,energy", "msp"]) == ["msp", "energy"]
+    assert resolve_method_names("all") == ALL
+    assert resolve_method_names(["msp,energy", "msp"]) == ["msp", "energy"]
     with pytest.raises(ExportError, match="'heat' cannot be exported"):
-        ox.resolve_method_names(["heat"])
+        resolve_method_names(["heat"])
     from hazardseg.anomaly import list_methods
 
     for name in set(list_methods()) - {*ALL, "heat"}:  # feature methods added later
         with pytest.raises(ExportError, match=f"'{name}' cannot be exported"):
-            ox.resolve_method_names([name])
+            resolve_method_names([name])
     with pytest.raises(ExportError, match="unknown anomaly method 'foo'"):
-        ox.resolve_method_names("foo")
+        resolve_method_names("foo")
     with pytest.raises(ExportError, match="needs fitted statistics"):
-        ox.build_methods(["sml"], None, "abc")
+        build_methods(["sml"], None, "abc")
     state = {"checkpoint_sha256": "other", "methods": {}}
     with pytest.raises(ExportError, match="fitted for checkpoint sha256"):
-        ox.build_methods(["sml"], state, "abc")
+        build_methods(["sml"], state, "abc")
     entry = {"options": {}, "fit": {"tta": "flip"}, "state": {}}
     state = {"checkpoint_sha256": "abc", "methods": {"sml": entry}}
     with pytest.raises(ExportError, match="test-time augmentation 'flip'"):
-        ox.build_methods(["sml"], state, "abc")
+        build_methods(["sml"], state, "abc")
     with pytest.raises(ExportError, match="not exported"):
-        ox.build_methods(["msp"], None, "abc", options={"energy": {"temperature": 2}})
-    built = ox.build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})
+        build_methods(["msp"], None, "abc", options={"energy": {"temperature": 2}})
+    built = build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})
     assert built["energy"].options == {"temperature": 2.0}
 
 
@@ -251,11 +253,11 @@ def test_functional_neighbour_reduce_equals_sml_helper():
     for x, reduce in cases:
         for offsets in (sml._CROSS, sml._SQUARE):
             expected = sml._neighbour_reduce(x, offsets, reduce)
-            assert torch.equal(ox.functional_neighbour_reduce(x, offsets, reduce), expected)
-    with ox.onnx_friendly_filters() as replaced:
+            assert torch.equal(functional_neighbour_reduce(x, offsets, reduce), expected)
+    with onnx_friendly_filters() as replaced:
         assert replaced == ["_neighbour_reduce"]
-        assert sml._neighbour_reduce is ox.functional_neighbour_reduce
-    assert sml._neighbour_reduce is not ox.functional_neighbour_reduce
+        assert sml._neighbour_reduce is functional_neighbour_reduce
+    assert sml._neighbour_reduce is not functional_neighbour_reduce
 
 
 def test_cli_errors_exit_2(tmp_path, exported, capsys):
@@ -343,7 +345,7 @@ def _write_images(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (h, w) in enumerate(((48, 64), (48, 64), (51, 77))):
-        arr = ox.sample_images(1, h, w, seed=40 + i).numpy()[0]
+        arr = sample_images(1, h, w, seed=40 + i).numpy()[0]
         path = folder / f"img{i}.png"
         Image.fromarray(arr).save(path)
         paths.append(path)
@@ -357,7 +359,8 @@ def test_predict_onnxruntime_backend_equals_torch(exported, tmp_path, one_torch_
 
     from hazardseg.data.transforms import load_image
     from hazardseg.deploy.predictor import OnnxMapPredictor
-    from hazardseg.predict import MapPredictor, predict
+    from hazardseg.inference.predict import predict
+    from hazardseg.inference.predictor import MapPredictor
 
     paths = _write_images(tmp_path / "in")
     for method in ("max_logit", "energy", "sml"):
@@ -380,7 +383,7 @@ def test_predict_onnxruntime_backend_equals_torch(exported, tmp_path, one_torch_
 
 
 def test_predict_onnxruntime_threshold_from_metadata_and_errors(exported, tmp_path):
-    from hazardseg.predict import predict
+    from hazardseg.inference.predict import predict
 
     paths = _write_images(tmp_path / "in")
     res = predict(None, paths[:1], tmp_path / "o", method="sml", backend="onnxruntime",

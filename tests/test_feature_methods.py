@@ -339,20 +339,20 @@ def test_cli_evaluate_calibrate_predict_visualize(tree, tmp_path, monkeypatch, o
         "mahalanobis" in load_method_state(tree["ckpt"].parent / "anomaly_state.pt")["thresholds"]
     )
     images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
-    from hazardseg.predict import predict
+    from hazardseg.inference.predict import predict
 
     summary = predict(tree["ckpt"], [str(p) for p in images], tmp_path / "pred",
                       method="mahalanobis", batch_size=1)  # fmt: skip
     assert summary["threshold_source"].startswith("calibrated")
     from hazardseg.data.transforms import load_image
-    from hazardseg.predict import MapPredictor
+    from hazardseg.inference.predictor import MapPredictor
 
     pred = MapPredictor(tree["ckpt"], "mahalanobis")
     for img in images:
         rel = img.relative_to(tree["root"] / "test" / "images" / "test")
         saved = np.load(out / "maps" / "mahalanobis" / rel.with_suffix(".npy"))
         np.testing.assert_allclose(pred(load_image(img)).score, saved, rtol=1e-5, atol=1e-5)
-    from hazardseg.visualize import visualize
+    from hazardseg.inference.visualize import visualize
 
     vis = visualize(tree["ckpt"], tree["root"], "test", tmp_path / "vis", samples=1,
                     method="mahalanobis", grid=False)  # fmt: skip

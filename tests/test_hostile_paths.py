@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from conftest import make_tiny_tree
-from hazardseg.ablation import Grid, load_grid, variant_configs
 from hazardseg.config import ExperimentConfig
 from hazardseg.data.inputs import collect_images
 from hazardseg.data.streethazards import StreetHazards, discover_samples
 from hazardseg.errors import ConfigError, DataError
+from hazardseg.workflows.ablation import Grid, load_grid, variant_configs
 from hostile_helpers import (
     assert_one_line_error,
     make_checkpoint,
@@ -227,7 +227,7 @@ def test_predict_output_names_never_collide(tmp_path: Path) -> None:
 
 
 def test_predict_three_colliding_inputs_give_three_results(tmp_path: Path) -> None:
-    from hazardseg.predict import predict
+    from hazardseg.inference.predict import predict
 
     files = [_png(tmp_path / d / n) for d, n in (("x", "a.png"), ("y", "a.png"), ("z", "a_2.png"))]
     ckpt = make_checkpoint(tmp_path / "best.pt")

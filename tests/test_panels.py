@@ -10,21 +10,28 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score
 
 from hazardseg.data.classes import ANOMALY_ID, IGNORE_INDEX, PALETTE
-from hazardseg.reports.panels import (
-    FN_COLOR,
-    FP_COLOR,
-    TP_COLOR,
+from hazardseg.inference.panels import (
     PanelData,
     comparison_grid,
-    detection_overlay,
-    error_map,
-    heatmap_rgb,
     panel_axes,
     sample_panel,
     save_figure,
+)
+from hazardseg.inference.render import (
+    FN_COLOR,
+    FP_COLOR,
+    TP_COLOR,
+    detection_overlay,
+    error_map,
+    heatmap_rgb,
     score_range,
 )
-from hazardseg.visualize import best_f1_threshold, per_image_ap, per_image_miou, select_indices
+from hazardseg.inference.visualize import (
+    best_f1_threshold,
+    per_image_ap,
+    per_image_miou,
+    select_indices,
+)
 
 
 def _sample(with_score: bool, seed: int = 0, h: int = 40, w: int = 64) -> PanelData:

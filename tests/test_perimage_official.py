@@ -185,8 +185,7 @@ def test_protocol_definitions_name_both_rules() -> None:
 
 def test_results_json_names_each_definition(tmp_path) -> None:
     from hazardseg.errors import DataError
-    from hazardseg.evaluation.report import protocol_section
-    from hazardseg.results import load_results, save_results
+    from hazardseg.evaluation.results import load_results, protocol_section, save_results
     from test_results import _results
 
     doc = _results()

@@ -13,10 +13,10 @@ from hazardseg.cli import main
 from hazardseg.config import ExperimentConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.errors import HazardsegError
+from hazardseg.inference.predict import collect_images, predict
+from hazardseg.inference.visualize import visualize
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
-from hazardseg.predict import collect_images, predict
-from hazardseg.visualize import visualize
 
 
 @pytest.fixture(scope="module")

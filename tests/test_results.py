@@ -9,7 +9,7 @@ import math
 import pytest
 
 from hazardseg.errors import DataError
-from hazardseg.results import SCHEMA_VERSION, load_results, save_results, to_jsonable
+from hazardseg.evaluation.results import SCHEMA_VERSION, load_results, save_results, to_jsonable
 
 
 def _method() -> dict:

@@ -132,7 +132,8 @@ def test_predict_equals_evaluate_save_maps_with_tta(tree, tmp_path, one_torch_th
     state = load_method_state(tree["ckpt"].parent / "anomaly_state.pt")
     assert state["methods"]["mahalanobis"]["fit"]["tta"] == "0.75,1,flip"
     from hazardseg.data.transforms import load_image
-    from hazardseg.predict import MapPredictor, predict
+    from hazardseg.inference.predict import predict
+    from hazardseg.inference.predictor import MapPredictor
 
     images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
     for method in ("max_logit", "mahalanobis"):

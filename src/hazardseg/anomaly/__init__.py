@@ -1,6 +1,7 @@
 """Per-pixel anomaly methods: pure logit scores and fitted detectors (SML, HEAT, kNN,
 Mahalanobis)."""
 
+from hazardseg.anomaly import logit  # noqa: F401  (registers msp, max_logit, energy, entropy)
 from hazardseg.anomaly.base import AnomalyMethod, fit_methods
 from hazardseg.anomaly.heat import HEAT
 from hazardseg.anomaly.knn import KNN

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.anomaly.filters import box_mean_replicate
+from hazardseg.anomaly.registry import register_method
 from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.anomaly.scores import energy as energy_score
 from hazardseg.errors import HazardsegError
@@ -82,6 +83,16 @@ class _Moments:
         return mean, max(var**0.5, 1e-6)
 
 
+@register_method(
+    "heat",
+    rank=50,
+    description=(
+        "hazardseg's Hybrid Energy-Adaptive Thresholding hybrid of the reference run: "
+        "z(energy) + z(Mahalanobis distance to the nearest predicted-class mean, tied "
+        "covariance) + max-softmax * z(spatial-consistency KL); not HEAT of Lafon et al. (ICML "
+        "2023)"
+    ),
+)
 class HEAT(AnomalyMethod):
     """hazardseg's Hybrid Energy-Adaptive Thresholding score (module docstring); not Lafon et
     al.'s HEAT. ``w_energy * z(energy) + w_mahalanobis * z(Mahalanobis) + w_kl * r * z(KL)``."""

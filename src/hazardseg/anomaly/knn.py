@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.anomaly.registry import register_method
 from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.errors import HazardsegError
 
@@ -86,6 +87,15 @@ def kth_nn_distance(
     return out
 
 
+@register_method(
+    "knn",
+    rank=60,
+    description=(
+        "distance of the L2-normalised decoder feature to its k-th nearest neighbour in a "
+        "class-balanced, seeded bank of training features (dense kNN, after Galesso et al., "
+        "ICCV-W 2023)"
+    ),
+)
 class KNN(AnomalyMethod):
     """Distance to the k-th nearest training feature in a class-balanced, seeded bank
     (module docstring)."""

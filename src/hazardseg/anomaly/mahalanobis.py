@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.anomaly.knn import labels_at
+from hazardseg.anomaly.registry import register_method
 from hazardseg.errors import HazardsegError
 
 
@@ -87,6 +88,14 @@ def min_distance(
     return d2.amin(dim=1).clamp_min(0.0).sqrt()
 
 
+@register_method(
+    "mahalanobis",
+    rank=70,
+    description=(
+        "minimum Mahalanobis distance of the decoder feature to ground-truth class means with "
+        "one shared, shrunk covariance (Lee et al., NeurIPS 2018, per pixel)"
+    ),
+)
 class Mahalanobis(AnomalyMethod):
     """Minimum Mahalanobis distance of the pixel's feature to ground-truth class means, one
     shared shrunk covariance (module docstring)."""

@@ -1,91 +1,51 @@
-"""Name -> anomaly method registry: ``create_method(name, **options)``, ``list_methods()``,
-``DESCRIPTIONS`` (what each method computes and where it comes from)."""
+"""Name -> anomaly method registry: :func:`register_method` (a decorator on a method class or
+builder), ``create_method(name, **options)``, ``list_methods()`` and ``DESCRIPTIONS`` (what each
+method computes and where it comes from).
+
+Method modules register themselves; the ``hazardseg.anomaly`` package imports every method
+module, so the registry is complete whenever it is importable. This module imports no method.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-import torch
-
-from hazardseg.anomaly import scores
 from hazardseg.anomaly.base import AnomalyMethod
-from hazardseg.anomaly.heat import HEAT
-from hazardseg.anomaly.knn import KNN
-from hazardseg.anomaly.mahalanobis import Mahalanobis
-from hazardseg.anomaly.sml import SML
 from hazardseg.errors import HazardsegError
 
+METHODS: dict[str, Callable[..., AnomalyMethod]] = {}
+"""Registered anomaly methods (name -> class or builder), in the order reports list them."""
 
-class LogitScore(AnomalyMethod):
-    """A method that is a pure function of the logits (no fitting, no features)."""
-
-    needs_fit = False
-    needs_features = False
-
-    def __init__(self, name: str, fn: Callable[..., torch.Tensor], **options: Any) -> None:
-        super().__init__()
-        self.name = name
-        self._fn = fn
-        self._options = dict(options)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self._options)
-
-    def score(self, logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fn(logits, **self._options)
-
-
-def _msp() -> AnomalyMethod:
-    return LogitScore("msp", scores.msp)
-
-
-def _max_logit() -> AnomalyMethod:
-    return LogitScore("max_logit", scores.max_logit)
-
-
-def _energy(temperature: float = 1.0) -> AnomalyMethod:
-    if float(temperature) <= 0:
-        raise HazardsegError(f"energy: temperature must be > 0, got {temperature}")
-    return LogitScore("energy", scores.energy, temperature=float(temperature))
-
-
-def _entropy() -> AnomalyMethod:
-    return LogitScore("entropy", scores.entropy)
-
-
-METHODS: dict[str, Callable[..., AnomalyMethod]] = {
-    "msp": _msp,
-    "max_logit": _max_logit,
-    "energy": _energy,
-    "entropy": _entropy,
-    "sml": SML,
-    "heat": HEAT,
-    "knn": KNN,
-    "mahalanobis": Mahalanobis,
-}
-"""Registered anomaly methods, in the order reports list them."""
-
-DESCRIPTIONS: dict[str, str] = {
-    "msp": "-max softmax probability (Hendrycks & Gimpel, ICLR 2017)",
-    "max_logit": "-max logit (Hendrycks et al., ICML 2022, MaxLogit)",
-    "energy": "-T * logsumexp(logits / T) (Liu et al., NeurIPS 2020, energy score)",
-    "entropy": "softmax entropy in nats",
-    "sml": "Standardized Max Logits (Jung et al., ICCV 2021) as the authors' code computes them: "
-    "per-class standardized max logit, iterative boundary suppression, dilated Gaussian "
-    "smoothing (tested against a re-implementation of their definition)",
-    "heat": "hazardseg's Hybrid Energy-Adaptive Thresholding hybrid of the reference run: "
-    "z(energy) + z(Mahalanobis distance to the nearest predicted-class mean, tied covariance) "
-    "+ max-softmax * z(spatial-consistency KL); not HEAT of Lafon et al. (ICML 2023)",
-    "knn": "distance of the L2-normalised decoder feature to its k-th nearest neighbour in a "
-    "class-balanced, seeded bank of training features (dense kNN, after Galesso et al., "
-    "ICCV-W 2023)",
-    "mahalanobis": "minimum Mahalanobis distance of the decoder feature to ground-truth class "
-    "means with one shared, shrunk covariance (Lee et al., NeurIPS 2018, per pixel)",
-}
+DESCRIPTIONS: dict[str, str] = {}
 """One line per registered method: what its score computes and where it comes from."""
+
+_RANKS: dict[str, int] = {}
+
+B = TypeVar("B", bound=Callable[..., AnomalyMethod])
+
+
+def register_method(name: str, *, rank: int, description: str) -> Callable[[B], B]:
+    """Decorator registering a method class (or a builder returning an AnomalyMethod) under
+    ``name``; ``rank`` orders the listing (reports, ``all``), ``description`` is its one line.
+    The builder's keyword parameters are the method's options."""
+
+    def decorate(builder: B) -> B:
+        if name in METHODS:
+            raise ValueError(f"anomaly method {name!r} is registered twice")
+        _RANKS[name] = rank
+        order = sorted([*METHODS, name], key=_RANKS.__getitem__)
+        entries = {**METHODS, name: builder}
+        notes = {**DESCRIPTIONS, name: description}
+        METHODS.clear()
+        DESCRIPTIONS.clear()
+        for key in order:
+            METHODS[key] = entries[key]
+            DESCRIPTIONS[key] = notes[key]
+        return builder
+
+    return decorate
 
 
 def list_methods() -> list[str]:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.anomaly.registry import register_method
 from hazardseg.errors import HazardsegError
 
 _CROSS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -194,6 +195,15 @@ def dilated_smoothing(
     return F.conv2d(x, k, dilation=dilation)[:, 0]
 
 
+@register_method(
+    "sml",
+    rank=40,
+    description=(
+        "Standardized Max Logits (Jung et al., ICCV 2021) as the authors' code computes them: "
+        "per-class standardized max logit, iterative boundary suppression, dilated Gaussian "
+        "smoothing (tested against a re-implementation of their definition)"
+    ),
+)
 class SML(AnomalyMethod):
     """Standardized Max Logits as the authors compute it; score = the negative of the
     standardized max logit after boundary suppression and dilated smoothing (module docstring).

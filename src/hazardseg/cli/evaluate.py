@@ -225,7 +225,7 @@ def calibrate_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Pick each method's threshold on anomaly-free data (FPR target); store it."""
-    from hazardseg.calibration import calibrate
+    from hazardseg.evaluation.calibrate import calibrate
 
     _setup_logging()
     flags = spec_flags(

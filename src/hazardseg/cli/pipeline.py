@@ -44,7 +44,7 @@ def visualize_cmd(
     tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
 ) -> None:
     """Draw per-sample panels (input, ground truth, prediction, errors, anomaly maps)."""
-    from hazardseg.visualize import visualize
+    from hazardseg.inference.visualize import visualize
 
     summary = visualize(
         checkpoint,
@@ -111,7 +111,7 @@ def predict_cmd(
 ) -> None:
     """Segment images or videos and detect anomalies; writes seg, heat, mask and overlay PNGs
     per image, an overlay video and per-frame JSON per video."""
-    from hazardseg.predict import predict
+    from hazardseg.inference.predict import predict
 
     summary = predict(
         checkpoint,
@@ -158,8 +158,8 @@ def ablate_cmd(
     method: str = typer.Option("max_logit", "--method", help="Anomaly method evaluated."),
 ) -> None:
     """Train and evaluate every variant of a grid over seeds; write a mean ± std table."""
-    from hazardseg.ablation import load_grid, parse_seeds, run_ablation
     from hazardseg.config import load_config
+    from hazardseg.workflows.ablation import load_grid, parse_seeds, run_ablation
 
     base = load_config(config)
     extra = list(sets) + ([f"data.root={data}"] if data is not None else [])
@@ -183,7 +183,7 @@ def demo_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty --out."),
 ) -> None:
     """Generate synthetic scenes, train, calibrate, evaluate, compare, visualize, report."""
-    from hazardseg.demo import run_demo, summary_text
+    from hazardseg.workflows.demo import run_demo, summary_text
 
     summary = run_demo(out, quick=quick, workers=workers, overwrite=overwrite, say=typer.echo)
     typer.echo(summary_text(summary))

@@ -1,6 +1,6 @@
 """``predict`` with the onnxruntime backend, and ``predict`` on videos (either backend).
 
-:class:`OnnxMapPredictor` has the interface of :class:`hazardseg.predict.MapPredictor`
+:class:`OnnxMapPredictor` has the interface of :class:`hazardseg.inference.predictor.MapPredictor`
 (``predict_batch(images) -> [Maps]``, ``threshold``, ``method_name``, ``resize``), so the
 ``predict`` command writes the same files with either backend.
 
@@ -78,7 +78,7 @@ class OnnxMapPredictor:
         import torch.nn.functional as F
 
         from hazardseg.anomaly import create_method
-        from hazardseg.predict import Maps
+        from hazardseg.inference.predictor import Maps
 
         if not images:
             return []
@@ -131,7 +131,7 @@ def predict_video(
     (segmentation + detected anomalies), ``out_dir/frames.jsonl`` (per frame: anomaly
     fraction, threshold, method) and ``out_dir/video.json``; returns the summary."""
     from hazardseg.deploy.video import process_video
-    from hazardseg.predict import mask_overlay
+    from hazardseg.inference.render import mask_overlay
 
     method = predictor.method_name
 

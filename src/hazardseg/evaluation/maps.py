@@ -26,10 +26,9 @@ from hazardseg.evaluation.components import (
     pooled_thresholds,
     update_components,
 )
-from hazardseg.evaluation.report import method_section, results_document
+from hazardseg.evaluation.results import method_section, results_document, save_results
 from hazardseg.evaluation.spec import RunOptions, check_run_options, check_spec
 from hazardseg.metrics.ood import evaluation_masks, per_image_masks
-from hazardseg.results import save_results
 
 
 def find_missing_maps(maps_dir: Path, rels: list[str]) -> list[str]:

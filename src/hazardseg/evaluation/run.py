@@ -34,11 +34,15 @@ from hazardseg.evaluation.passes import (
     prepare,
     split_pass,
 )
-from hazardseg.evaluation.report import method_section, results_document, summary_table
+from hazardseg.evaluation.results import (
+    method_section,
+    results_document,
+    save_results,
+    summary_table,
+)
 from hazardseg.evaluation.spec import RunOptions, spec_to_dict
 from hazardseg.metrics.ood import evaluation_masks, per_image_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
-from hazardseg.results import save_results
 
 log = logging.getLogger(__name__)
 

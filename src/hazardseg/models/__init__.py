@@ -1,5 +1,10 @@
-"""Segmentation networks: registry, checkpoints and inference helpers."""
+"""Segmentation networks: registry, checkpoints and inference helpers.
 
+Importing the package imports every model family (deeplab, lraspp, smp_models, hiera), whose
+``@register_model`` builders fill the registry.
+"""
+
+from hazardseg.models import deeplab, hiera, lraspp, smp_models  # noqa: F401  (register)
 from hazardseg.models.base import SegmentationModel
 from hazardseg.models.checkpoint import (
     load_checkpoint,

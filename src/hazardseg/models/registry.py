@@ -1,4 +1,8 @@
-"""Model registry: one name -> builder function, ``create_model`` and ``list_models``."""
+"""Model registry: one name -> builder function, ``create_model`` and ``list_models``.
+
+Model families register their builders with :func:`register_model`; the ``hazardseg.models``
+package imports every family module, so the registry is complete whenever it is importable.
+This module imports no family module."""
 
 from __future__ import annotations
 
@@ -56,20 +60,13 @@ def register_model(*, family: str, weights: WeightsSource | None = None) -> Call
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from hazardseg.models import deeplab, hiera, lraspp, smp_models  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_model_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``; unknown names raise a HazardsegError listing the known."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

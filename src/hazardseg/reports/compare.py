@@ -127,7 +127,7 @@ def write_sensitivity(
 ) -> Sensitivity:
     """Plot F1, precision and recall against the threshold for ``method``; default output
     ``sensitivity_<method>.png`` beside the results file."""
-    from hazardseg.results import load_results
+    from hazardseg.evaluation.results import load_results
 
     src = Path(results)
     data = load_results(src)

@@ -194,7 +194,7 @@ def _results_files(run: Path) -> list[Path]:
 
 def _evaluation_section(path: Path) -> tuple[str, str]:
     """(HTML section, status line) for one results.json."""
-    from hazardseg.results import load_results
+    from hazardseg.evaluation.results import load_results
 
     rel = path.parent.name
     try:

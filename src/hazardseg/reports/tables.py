@@ -152,7 +152,7 @@ def _disambiguate(entries: list[ResultsEntry]) -> None:
 
 def load_entries(paths: Sequence[str | os.PathLike[str]]) -> list[ResultsEntry]:
     """Load and validate every results file under ``paths`` and give each a table label."""
-    from hazardseg.results import load_results
+    from hazardseg.evaluation.results import load_results
 
     entries = [ResultsEntry(p, load_results(p)) for p in find_results(paths)]
     _disambiguate(entries)

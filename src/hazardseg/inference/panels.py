@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -26,10 +25,17 @@ from hazardseg.data.classes import (
     ANOMALY_ID,
     CLASS_NAMES,
     IGNORE_COLOR,
-    IGNORE_INDEX,
     NUM_CLASSES,
     PALETTE,
     colorize,
+)
+from hazardseg.inference.render import (
+    SCORE_CMAP,
+    check_same_size,
+    detection_overlay,
+    error_map,
+    overlay_segmentation,
+    score_range,
 )
 from hazardseg.reports.plots import save_figure as save_figure
 
@@ -59,11 +65,6 @@ PANEL_TITLES: dict[str, str] = {
 }
 
 CONFIDENCE_CMAP = "viridis"
-SCORE_CMAP = "inferno"
-TP_COLOR = np.array([0, 200, 0], dtype=np.uint8)
-FP_COLOR = np.array([230, 20, 20], dtype=np.uint8)
-FN_COLOR = np.array([30, 110, 255], dtype=np.uint8)
-WRONG_COLOR = np.array([230, 20, 20], dtype=np.uint8)
 
 
 @dataclass
@@ -94,85 +95,6 @@ def panel_keys(has_gt: bool, has_score: bool) -> tuple[str, ...]:
     if has_score:
         keys += [k for k in ANOMALY_PANELS if has_gt or k != "tp_fp_fn"]
     return tuple(keys)
-
-
-def _gray(image: np.ndarray, dim: float = 0.6) -> np.ndarray:
-    """Return a dimmed grayscale copy of an RGB image as float (H, W, 3) in [0, 255]."""
-    g = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.repeat((g * dim)[..., None], 3, axis=2)
-
-
-def overlay_segmentation(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the class colours of ``ids`` over ``image``; returns (H, W, 3) uint8."""
-    _check_same_size(image, ids, "ids")
-    colours = colorize(ids).astype(np.float32)
-    out = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def score_range(
-    scores: Sequence[np.ndarray], low: float = 1.0, high: float = 99.0
-) -> tuple[float, float]:
-    """Return a shared (vmin, vmax) colour range: the percentiles of all finite scores."""
-    finite = [s[np.isfinite(s)].ravel() for s in scores if s is not None]
-    values = np.concatenate(finite) if finite else np.empty(0, dtype=np.float32)
-    if values.size == 0:
-        return 0.0, 1.0
-    vmin, vmax = (float(v) for v in np.percentile(values, [low, high]))
-    if not vmax > vmin:
-        vmin, vmax = float(values.min()), float(values.max())
-    if not vmax > vmin:
-        vmax = vmin + 1.0
-    return vmin, vmax
-
-
-def heatmap_rgb(score: np.ndarray, vmin: float, vmax: float, cmap: str = SCORE_CMAP) -> np.ndarray:
-    """Map a score map to an (H, W, 3) uint8 colour image over [vmin, vmax] (NaN -> black)."""
-    s = np.asarray(score, dtype=np.float64)
-    span = vmax - vmin if vmax > vmin else 1.0
-    norm = np.clip((s - vmin) / span, 0.0, 1.0)
-    rgba = colormaps[cmap](np.where(np.isfinite(s), norm, 0.0))
-    rgb = (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
-    rgb[~np.isfinite(s)] = 0
-    return rgb
-
-
-def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Colour the prediction errors over a dimmed image: wrong pixels red, anomaly ground
-    truth in the anomaly colour (no known class can be right there), unannotated pixels in the
-    ignore colour; correct pixels keep the dimmed image."""
-    _check_same_size(image, gt, "gt")
-    _check_same_size(image, pred, "pred")
-    out = _gray(image).astype(np.uint8)
-    known = gt < NUM_CLASSES
-    out[known & (pred != gt)] = WRONG_COLOR
-    out[gt == ANOMALY_ID] = PALETTE[ANOMALY_ID]
-    out[gt == IGNORE_INDEX] = IGNORE_COLOR
-    return out
-
-
-def detection_overlay(
-    image: np.ndarray, detection: np.ndarray, gt: np.ndarray
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Colour true positives, false positives and false negatives of a binary anomaly
-    detection over a dimmed image; pixels with ``gt == 255`` are not counted.
-
-    Returns the (H, W, 3) uint8 image and the pixel counts ``{"tp", "fp", "fn"}``.
-    """
-    _check_same_size(image, detection, "detection")
-    _check_same_size(image, gt, "gt")
-    det = detection.astype(bool)
-    valid = gt != IGNORE_INDEX
-    pos = gt == ANOMALY_ID
-    tp, fp, fn = det & pos & valid, det & ~pos & valid, ~det & pos & valid
-    out = _gray(image).astype(np.uint8)
-    out[tp], out[fp], out[fn] = TP_COLOR, FP_COLOR, FN_COLOR
-    return out, {"tp": int(tp.sum()), "fp": int(fp.sum()), "fn": int(fn.sum())}
-
-
-def _check_same_size(image: np.ndarray, other: np.ndarray, name: str) -> None:
-    if image.shape[:2] != other.shape[:2]:
-        raise ValueError(f"{name} has size {other.shape[:2]}, image has {image.shape[:2]}")
 
 
 def _tag(ax: Axes, key: str) -> None:
@@ -349,9 +271,9 @@ def comparison_grid(
 def _validate(s: PanelData) -> None:
     if s.image.ndim != 3 or s.image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {s.image.shape}")
-    _check_same_size(s.image, s.pred, "pred")
-    _check_same_size(s.image, s.confidence, "confidence")
+    check_same_size(s.image, s.pred, "pred")
+    check_same_size(s.image, s.confidence, "confidence")
     if s.gt is not None:
-        _check_same_size(s.image, s.gt, "gt")
+        check_same_size(s.image, s.gt, "gt")
     if s.score is not None:
-        _check_same_size(s.image, s.score, "score")
+        check_same_size(s.image, s.score, "score")

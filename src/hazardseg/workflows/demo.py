@@ -92,13 +92,13 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run every stage into ``out`` and return the summary: ``report``, ``miou``,
     ``methods`` ({name: {auroc, aupr, fpr95}}), ``stages`` ({stage: seconds}) and paths."""
-    from hazardseg.calibration import calibrate
-    from hazardseg.data.synthetic import generate_dataset
+    from hazardseg.data.synth import generate_dataset
     from hazardseg.evaluation import evaluate
+    from hazardseg.evaluation.calibrate import calibrate
+    from hazardseg.inference.visualize import visualize
     from hazardseg.reports.compare import write_comparison
     from hazardseg.reports.html import build_report
     from hazardseg.training import fit
-    from hazardseg.visualize import visualize
 
     if workers < 0:
         raise HazardsegError(f"--workers {workers}: expected 0 or more")

@@ -1,17 +1,155 @@
-"""Assemble results.json sections and the printed summary table."""
+"""results.json: the document evaluate and eval-maps build, its schema version, atomic saving
+and validated loading, and the printed summary table.
+
+Metric values are fractions in [0, 1] or null (undefined, e.g. a class absent from the split).
+Non-finite floats are written as null so the file is strict JSON.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from hazardseg import __version__
 from hazardseg.data.classes import IGNORE_INDEX
+from hazardseg.errors import DataError
 from hazardseg.evaluation.accumulate import MethodAccumulator
+from hazardseg.io import atomic_write_text
 from hazardseg.metrics.components import component_definition
 from hazardseg.metrics.ood import protocol_definitions
-from hazardseg.results import KIND, SCHEMA_VERSION
+
+SCHEMA_VERSION = 1
+KIND = "evaluation"
+
+_TOP_KEYS = ("schema_version", "kind", "model", "data", "protocol", "methods", "timing")
+_POOLED_FRACTIONS = ("auroc", "aupr", "fpr95", "best_f1")
+_PER_IMAGE_FRACTIONS = ("auroc", "aupr", "fpr95")
+_COMPONENT_FRACTIONS = ("mean_f1", "mean_siou", "mean_ppv")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types: tensors/arrays to lists, numpy scalars to numbers, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):  # tensor, ndarray, np scalar
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"results: cannot store a value of type {type(obj).__name__}")
+
+
+def save_results(path: str | os.PathLike[str], obj: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``obj`` and write it as strict JSON to ``path`` atomically; return the JSON form."""
+    data = to_jsonable(obj)
+    validate_results(data, str(path))
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return data
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a results.json file; problems raise DataError naming file and key."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise DataError(f"results file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{p}: not valid JSON ({exc})") from None
+    validate_results(data, str(p))
+    return data
+
+
+def _fail(where: str, msg: str) -> None:
+    raise DataError(f"{where}: {msg}")
+
+
+def _check_fraction(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(where, f"expected a number in [0, 1] or null, got {value!r}")
+    if not (0.0 <= float(value) <= 1.0):
+        _fail(where, f"expected a value in [0, 1], got {value!r}")
+
+
+def _check_dict(value: Any, where: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _fail(where, f"expected an object, got {type(value).__name__}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        _fail(where, f"missing key(s) {', '.join(missing)}")
+    return value
+
+
+def validate_results(data: Any, source: str = "results") -> None:
+    """Raise DataError unless ``data`` follows the results.json schema (version 1)."""
+    top = _check_dict(data, source)
+    version = top.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            _fail(
+                source,
+                f"schema_version {version} is newer than this hazardseg supports "
+                f"({SCHEMA_VERSION}); upgrade hazardseg",
+            )
+        _fail(source, f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+    _check_dict(top, source, _TOP_KEYS)
+    if top["kind"] != KIND:
+        _fail(f"{source}: kind", f"expected {KIND!r}, got {top['kind']!r}")
+    _check_dict(top["model"], f"{source}: model", ("name",))
+    _check_dict(top["data"], f"{source}: data", ("split", "num_images"))
+    protocol = _check_dict(top["protocol"], f"{source}: protocol", ("exclude_unlabeled",))
+    if "definitions" in protocol:
+        defs = _check_dict(protocol["definitions"], f"{source}: protocol.definitions")
+        for key, text in defs.items():
+            if not isinstance(text, str) or not text:
+                _fail(f"{source}: protocol.definitions.{key}", f"expected a text, got {text!r}")
+    _check_dict(top["timing"], f"{source}: timing")
+    seg = top.get("segmentation")
+    if seg is not None:
+        seg = _check_dict(seg, f"{source}: segmentation", ("miou", "iou"))
+        for key in ("miou", "miou_no_unlabeled", "pixel_accuracy"):
+            _check_fraction(seg.get(key), f"{source}: segmentation.{key}")
+        for name, v in _check_dict(seg["iou"], f"{source}: segmentation.iou").items():
+            _check_fraction(v, f"{source}: segmentation.iou.{name}")
+    methods = _check_dict(top["methods"], f"{source}: methods")
+    for name, m in methods.items():
+        where = f"{source}: methods.{name}"
+        _check_dict(m, where, ("pooled", "per_image", "components", "oracle", "nonfinite"))
+        pooled = _check_dict(m["pooled"], f"{where}.pooled", (*_POOLED_FRACTIONS, "num_pos"))
+        for key in _POOLED_FRACTIONS:
+            _check_fraction(pooled[key], f"{where}.pooled.{key}")
+        per_image = _check_dict(m["per_image"], f"{where}.per_image", _PER_IMAGE_FRACTIONS)
+        for key in _PER_IMAGE_FRACTIONS:
+            _check_fraction(per_image[key], f"{where}.per_image.{key}")
+        if m["components"] is not None:
+            comp = _check_dict(m["components"], f"{where}.components", _COMPONENT_FRACTIONS)
+            for key in _COMPONENT_FRACTIONS:
+                _check_fraction(comp[key], f"{where}.components.{key}")
+        for section in ("oracle", "calibrated"):
+            sec = m.get(section)
+            if sec is None:
+                continue
+            sec = _check_dict(sec, f"{where}.{section}", ("threshold", "f1"))
+            for key in ("f1", "precision", "recall", "fpr"):
+                _check_fraction(sec.get(key), f"{where}.{section}.{key}")
+        if not isinstance(m["nonfinite"], int) or m["nonfinite"] < 0:
+            _fail(f"{where}.nonfinite", f"expected a count >= 0, got {m['nonfinite']!r}")
+
+
+# ---- building the document ----
 
 ORACLE_NOTE = "oracle: threshold chosen for the best F1 on the evaluated split itself"
 

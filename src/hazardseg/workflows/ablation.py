@@ -188,7 +188,7 @@ def run_ablation(
     """Train and evaluate every (variant, seed); write ``ablation.csv``, ``ablation.md`` and
     ``ablation.json`` into ``out_dir`` and return the JSON content."""
     from hazardseg.evaluation import evaluate
-    from hazardseg.results import load_results
+    from hazardseg.evaluation.results import load_results
     from hazardseg.training import fit
 
     configs = variant_configs(base, grid, sets)

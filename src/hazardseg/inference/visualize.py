@@ -21,9 +21,9 @@ from hazardseg.data.classes import ANOMALY_ID, IGNORE_INDEX, NUM_CLASSES
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import load_image
 from hazardseg.errors import HazardsegError
+from hazardseg.inference.panels import PanelData, comparison_grid, sample_panel, save_figure
+from hazardseg.inference.predictor import MapPredictor
 from hazardseg.io import atomic_write_json
-from hazardseg.predict import MapPredictor
-from hazardseg.reports.panels import PanelData, comparison_grid, sample_panel, save_figure
 
 SELECT_MODES = ("even", "best", "worst")
 SELECT_BY = ("miou", "ap")
