@@ -30,7 +30,8 @@ import torchvision
 
 from bench_inference import round_robin
 from hazardseg.data.transforms import normalize
-from hazardseg.deploy.onnx_export import export_model, sample_images
+from hazardseg.deploy.onnx_check import sample_images
+from hazardseg.deploy.onnx_export import ExportOptions, export_model
 from hazardseg.deploy.onnx_runtime import OnnxSegmenter
 from hazardseg.io import atomic_write_json
 from hazardseg.models import create_model, list_models
@@ -71,7 +72,8 @@ def bench_one(
 
     path = tmp / f"{name}_{height}x{width}.onnx"
     start = time.perf_counter()
-    export_model(ours, path, height=height, width=width, threads=args.threads, check=False)
+    options = ExportOptions(height=height, width=width, threads=args.threads, check=False)
+    export_model(ours, path, options=options)
     export_s = time.perf_counter() - start
 
     def make_ort(level: str) -> Callable[[], np.ndarray]:
@@ -130,9 +132,8 @@ def exportability(size: int, names: list[str]) -> None:
                 model = create_model(name, **options)
                 try:
                     hw = None if dynamic else size
-                    rep = export_model(
-                        model, Path(tmp) / "m.onnx", height=hw, width=hw, dynamic=dynamic
-                    )
+                    options = ExportOptions(height=hw, width=hw, dynamic=dynamic)
+                    rep = export_model(model, Path(tmp) / "m.onnx", options=options)
                     c = rep.check
                     cells.append(
                         f"ok (logits {c['logits_max_abs_diff']:.1e}, "

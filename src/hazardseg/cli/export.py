@@ -56,7 +56,7 @@ def export_cmd(
     refused when its logits differ from PyTorch by more than --tolerance (1e-4).
     """
     from hazardseg.cli.evaluate import parse_method_options
-    from hazardseg.deploy.onnx_export import export_checkpoint
+    from hazardseg.deploy.onnx_export import ExportOptions, export_checkpoint
 
     if out.suffix.lower() != ".onnx":
         raise HazardsegError(f"--out {out}: expected a file name ending in .onnx")
@@ -64,19 +64,22 @@ def export_cmd(
         raise HazardsegError(
             f"give both --height and --width, or neither (got height={height}, width={width})"
         )
-    report = export_checkpoint(
-        checkpoint,
-        out,
-        methods=method,
+    options = ExportOptions(
         height=height,
         width=width,
         dynamic=dynamic,
         opset=opset,
+        threads=threads or None,
+        logits_tolerance=tolerance,
+    )
+    report = export_checkpoint(
+        checkpoint,
+        out,
+        options=options,
+        methods=method,
         model_name=model,
         state_path=state,
         method_options=parse_method_options(option),
-        threads=threads or None,
-        logits_tolerance=tolerance,
     )
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 

@@ -1,0 +1,121 @@
+"""Which anomaly methods can be exported to ONNX, and building them with their fitted state.
+
+Only the methods that are functions of the logits (plus fitted constants) export; their
+fitted statistics (sml) come from the anomaly state file that ``hazardseg evaluate`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.deploy import ExportError
+
+EXPORTABLE_METHODS: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml")
+"""Anomaly methods that are functions of the logits (plus fitted constants) and export."""
+NOT_EXPORTABLE_METHODS: dict[str, str] = {
+    "heat": "needs the network's feature map and a per-image spatial KL over it; only the "
+    "logit-based methods (msp, max_logit, energy, entropy, sml) are exported",
+}
+
+
+def _registered_methods() -> list[str]:
+    from hazardseg.anomaly import list_methods
+
+    return list(list_methods())
+
+
+def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
+    """Validated, de-duplicated method names; "all" = every exportable method."""
+    if methods is None:
+        return []
+    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    names: list[str] = []
+    for raw in items:
+        for item in (s.strip() for s in str(raw).split(",")):
+            if not item:
+                continue
+            todo = list(EXPORTABLE_METHODS) if item == "all" else [item]
+            for name in todo:
+                if name in NOT_EXPORTABLE_METHODS:
+                    raise ExportError(
+                        f"anomaly method '{name}' cannot be exported: "
+                        f"{NOT_EXPORTABLE_METHODS[name]}"
+                    )
+                if name not in EXPORTABLE_METHODS and name in _registered_methods():
+                    raise ExportError(
+                        f"anomaly method '{name}' cannot be exported: it is not a function of "
+                        f"the logits (only {', '.join(EXPORTABLE_METHODS)} are)"
+                    )
+                if name not in EXPORTABLE_METHODS:
+                    raise ExportError(
+                        f"unknown anomaly method '{name}' for export; expected 'all' or one of: "
+                        f"{', '.join(EXPORTABLE_METHODS)}"
+                    )
+                if name not in names:
+                    names.append(name)
+    return names
+
+
+def build_methods(
+    names: Sequence[str],
+    state: Mapping[str, Any] | None,
+    checkpoint_sha256: str | None,
+    state_path: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, AnomalyMethod]:
+    """Create the named methods with ``options`` (method -> keyword arguments); fitted ones
+    (sml) take their statistics and options from ``state`` (the anomaly state file's
+    content), which must belong to ``checkpoint_sha256``."""
+    from hazardseg.anomaly import create_method
+
+    where = str(state_path) if state_path is not None else "the anomaly state"
+    resolved = resolve_method_names(list(names))
+    options = dict(options or {})
+    stray = sorted(set(options) - set(resolved))
+    if stray:
+        raise ExportError(
+            f"options given for method(s) {', '.join(stray)} that are not exported "
+            f"(exported: {', '.join(resolved) or 'none'})"
+        )
+    methods: dict[str, AnomalyMethod] = {}
+    for name in resolved:
+        probe = create_method(name, **dict(options.get(name, {})))
+        if not probe.needs_fit:
+            methods[name] = probe
+            continue
+        if state is None:
+            raise ExportError(
+                f"anomaly method '{name}' needs fitted statistics, but there is no anomaly "
+                f"state file ({where}); run `hazardseg evaluate` on the checkpoint first or "
+                f"leave '{name}' out"
+            )
+        sha = state.get("checkpoint_sha256")
+        if checkpoint_sha256 is not None and sha != checkpoint_sha256:
+            raise ExportError(
+                f"{where}: fitted for checkpoint sha256 {str(sha)[:12]}..., not for this "
+                f"checkpoint ({checkpoint_sha256[:12]}...); refit with `hazardseg evaluate`"
+            )
+        entry = (state.get("methods") or {}).get(name)
+        if entry is None:
+            raise ExportError(
+                f"{where}: has no fitted state for anomaly method '{name}' "
+                f"(fitted: {', '.join(state.get('methods') or {}) or 'none'})"
+            )
+        tta = str((entry.get("fit") or {}).get("tta") or "none")
+        if tta != "none":
+            raise ExportError(
+                f"{where}: '{name}' was fitted with test-time augmentation {tta!r}; the ONNX "
+                "graph has none, so refit it with --tta none for export"
+            )
+        method = create_method(name, **dict(entry.get("options") or {}))
+        if name in options and probe.options != method.options:
+            raise ExportError(
+                f"{where}: '{name}' was fitted with options {method.options}, not "
+                f"{probe.options}; refit with those options or drop them"
+            )
+        method.load_state_dict(dict(entry["state"]))
+        methods[name] = method
+    return methods
