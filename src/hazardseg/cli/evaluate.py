@@ -57,7 +57,7 @@ def spec_flags(config: Path | None, **flags: Any) -> dict[str, Any]:
     return given
 
 
-def evaluate_cmd(
+def evaluate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="hazardseg checkpoint or state dict."
     ),
@@ -193,7 +193,7 @@ def eval_maps_cmd(
     typer.echo(f"wrote {out / 'results.json'}")
 
 
-def calibrate_cmd(
+def calibrate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="hazardseg checkpoint or state dict."
     ),

@@ -19,7 +19,7 @@ def _indices(text: str | None) -> list[int] | None:
         raise HazardsegError(f"--indices {text!r}: expected comma-separated integers") from None
 
 
-def visualize_cmd(
+def visualize_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint file (.pt)."),
     data: Path = typer.Option(..., "--data", help="Dataset root (StreetHazards layout)."),
     split: str = typer.Option("test", "--split", help="train, validation or test."),
@@ -67,7 +67,7 @@ def visualize_cmd(
         typer.echo(f"grid: {summary['grid']}")
 
 
-def predict_cmd(
+def predict_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     images: list[Path] = typer.Argument(
         ..., help="Image files or folders (PNG/JPEG), or videos (mp4/avi/mkv/mov/webm)."
     ),

@@ -85,6 +85,17 @@ def load_score_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+MAPS_OPTIONS: tuple[str, ...] = (
+    "exclude_unlabeled",
+    "nonfinite",
+    "max_images",
+    "max_curve_points",
+    "progress",
+)
+"""Keyword options of :func:`evaluate_maps`: spec fields (``exclude_unlabeled``,
+``nonfinite``) and run options (``max_images``, ``max_curve_points``, ``progress``)."""
+
+
 def evaluate_maps(
     maps_dir: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
@@ -92,17 +103,24 @@ def evaluate_maps(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     name: str = "external",
-    exclude_unlabeled: bool = False,
-    nonfinite: str = "error",
     components: bool = True,
-    max_images: int | None = None,
-    max_curve_points: int = 1000,
-    progress: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate precomputed score maps on a split; write ``<out_dir>/results.json``, return it."""
+    """Evaluate precomputed score maps on a split; write ``<out_dir>/results.json``, return it.
+
+    ``options``: see :data:`MAPS_OPTIONS` (defaults as in ``evaluate``); component metrics use
+    the oracle threshold (the pooled best F1 of these maps)."""
     t_start = time.perf_counter()
-    check_spec(EvalConfig(nonfinite=nonfinite))
-    check_run_options(RunOptions(max_images=max_images))
+    unknown = sorted(set(options) - set(MAPS_OPTIONS))
+    if unknown:
+        raise TypeError(f"evaluate_maps() got unknown option(s): {', '.join(unknown)}")
+    spec_kw = {k: options[k] for k in ("exclude_unlabeled", "nonfinite") if k in options}
+    spec = EvalConfig(**spec_kw)
+    run = RunOptions(**{k: v for k, v in options.items() if k not in spec_kw})
+    check_spec(spec)
+    check_run_options(run)
+    exclude_unlabeled, nonfinite = spec.exclude_unlabeled, spec.nonfinite
+    max_images, max_curve_points, progress = run.max_images, run.max_curve_points, run.progress
     mdir = Path(maps_dir)
     if not mdir.is_dir():
         raise DataError(f"score-map folder not found: {mdir}")

@@ -117,7 +117,6 @@ def visualize(
     method: str = "max_logit",
     select: str = "even",
     by: str = "miou",
-    model_name: str | None = None,
     grid: bool = True,
     **settings: Any,
 ) -> dict[str, Any]:
@@ -125,11 +124,12 @@ def visualize(
     (``<split>_grid.png``) and ``panels.json``; return that summary.
 
     ``settings`` are evaluation-spec fields (``resize``, ``device``, ``precision``, ``tta``,
-    ``config_file``) resolved as in ``evaluate``; maps come from the one forward pass.
+    ``config_file``) resolved as in ``evaluate``, plus ``model_name`` (bare state dicts) and
+    ``state_path``; maps come from the one forward pass.
     """
     dataset = StreetHazards(data_root, split)
     _parse_selection(split, len(dataset), samples, indices, select, by)
-    predictor = MapPredictor(checkpoint, method, model_name=model_name, **settings)
+    predictor = MapPredictor(checkpoint, method, **settings)
     with_scores = split == "test"
 
     def sample_data(i: int) -> PanelData:
