@@ -404,7 +404,7 @@ def test_predict_onnxruntime_threshold_from_metadata_and_errors(exported, tmp_pa
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_predict_video_streams_overlay_and_frame_records(exported, tmp_path, backend):
     pytest.importorskip("av")
-    from hazardseg.deploy.video import VideoWriter
+    from hazardseg.deploy.video_writer import VideoWriter
 
     video = tmp_path / "drive.mp4"
     rng = np.random.default_rng(0)

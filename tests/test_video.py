@@ -11,13 +11,8 @@ import pytest
 pytest.importorskip("av")
 
 from hazardseg.deploy import DeployError
-from hazardseg.deploy.video import (
-    VideoWriter,
-    is_video,
-    iter_frames,
-    probe_video,
-    process_video,
-)
+from hazardseg.deploy.video import is_video, iter_frames, probe_video, process_video
+from hazardseg.deploy.video_writer import VideoWriter
 from hazardseg.errors import DataError
 
 

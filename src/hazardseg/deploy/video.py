@@ -8,6 +8,8 @@ memory does not grow with the video's length::
 
     summary = process_video("drive.mp4", "out/", frame_fn, every=2)
     # out/overlay.mp4, out/frames.jsonl (one JSON object per processed frame), out/video.json
+
+The overlays are encoded by :class:`hazardseg.deploy.video_writer.VideoWriter`.
 """
 
 from __future__ import annotations
@@ -19,25 +21,18 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hazardseg.deploy import DeployError, require
+from hazardseg.deploy.video_writer import VideoWriter
 from hazardseg.errors import DataError
 from hazardseg.io import atomic_path, atomic_write_json
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 """File suffixes read and written as video."""
-_CONTAINER_FORMATS = {
-    ".mp4": "mp4",
-    ".mov": "mov",
-    ".mkv": "matroska",
-    ".avi": "avi",
-    ".webm": "webm",
-}
 DEFAULT_FPS = 25.0
 """Frame rate assumed when a video does not state one."""
 
@@ -73,6 +68,17 @@ class Frame:
     time_s: float | None
     image: np.ndarray
     """(H, W, 3) uint8 RGB."""
+
+
+@dataclass(frozen=True)
+class VideoOutputs:
+    """File names :func:`process_video` writes (``overlay`` None: no overlay video) and the
+    overlay's codec (None: the container's default, see :class:`VideoWriter`)."""
+
+    overlay: str | None = "overlay.mp4"
+    records: str = "frames.jsonl"
+    summary: str = "video.json"
+    codec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,118 +186,6 @@ def iter_frames(
             raise DataError(f"{path}: video decoding failed ({exc})") from None
 
 
-class VideoWriter:
-    """Encode RGB frames into a video file, written atomically when closed without error.
-
-    The container follows the suffix of ``path`` (mp4, mkv, mov, avi, webm); ``codec``
-    defaults to H.264 (libx264, ``crf``/``preset`` apply) for mp4/mkv/mov, MPEG-4 part 2 for
-    avi and VP9 for webm. Frames of odd width or height are padded by one edge row/column
-    (yuv420p needs even sizes). All frames must share the first frame's size.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        fps: float,
-        *,
-        codec: str | None = None,
-        crf: int = 23,
-        preset: str = "veryfast",
-    ) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in _CONTAINER_FORMATS:
-            raise DeployError(
-                f"{self.path}: unknown video suffix {suffix!r}; expected one of "
-                f"{', '.join(VIDEO_SUFFIXES)}"
-            )
-        if not fps or not math.isfinite(fps) or fps <= 0:
-            raise DeployError(f"{self.path}: frame rate must be > 0, got {fps!r}")
-        self.av = _av()
-        self.format = _CONTAINER_FORMATS[suffix]
-        default = {"avi": "mpeg4", "webm": "libvpx-vp9"}.get(self.format, "libx264")
-        self.codec = codec or default
-        if self.codec not in self.av.codecs_available:
-            fallback = "mpeg4"
-            if codec is not None or fallback not in self.av.codecs_available:
-                raise DeployError(f"video codec {self.codec!r} is not available in PyAV")
-            self.codec = fallback
-        self.fps = float(fps)
-        self.crf = int(crf)
-        self.preset = str(preset)
-        self.frames = 0
-        self._size: tuple[int, int] | None = None
-        self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
-        self._container: Any = None
-        self._stream: Any = None
-
-    def _open(self, height: int, width: int) -> None:
-        self._size = (height, width)
-        self._container = self.av.open(str(self._tmp), "w", format=self.format)
-        rate = Fraction(self.fps).limit_denominator(1001)
-        stream = self._container.add_stream(self.codec, rate=rate)
-        stream.width = width + width % 2
-        stream.height = height + height % 2
-        stream.pix_fmt = "yuv420p"
-        if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
-        elif self.codec == "mpeg4":
-            stream.codec_context.bit_rate = max(500_000, 4 * width * height)
-        self._stream = stream
-
-    def write(self, image: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 RGB frame."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise DeployError(
-                f"{self.path.name}: expected an (H, W, 3) uint8 RGB frame, got "
-                f"{image.dtype} {tuple(image.shape)}"
-            )
-        h, w = image.shape[:2]
-        if self._container is None:
-            self._open(h, w)
-        elif (h, w) != self._size:
-            raise DeployError(
-                f"{self.path.name}: frame {self.frames} is {h}x{w}, the first frame was "
-                f"{self._size[0]}x{self._size[1]} (HxW); all frames must share one size"
-            )
-        if h % 2 or w % 2:
-            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        """Flush the encoder and move the file into place (nothing is written without frames)."""
-        if self._container is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
-        if self.frames == 0:
-            self.abort()
-            return
-        self._stack.close()
-
-    def abort(self) -> None:
-        """Discard the output (the temporary file is removed, ``path`` left untouched)."""
-        if self._container is not None:
-            with contextlib.suppress(Exception):
-                self._container.close()
-            self._container = None
-        self._stack.__exit__(DeployError, DeployError("aborted"), None)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -311,20 +205,18 @@ def process_video(
     batch_size: int = 1,
     progress: bool = True,
     max_frames: int | None = None,
-    overlay_name: str | None = "overlay.mp4",
-    records_name: str = "frames.jsonl",
-    summary_name: str = "video.json",
-    codec: str | None = None,
+    outputs: VideoOutputs | None = None,
 ) -> VideoSummary:
     """Stream ``path`` through ``frame_fn`` and write the results into ``out_dir``.
 
     Every ``every``-th frame is passed to ``frame_fn`` in lists of up to ``batch_size``
-    frames; it returns one ``(overlay, record)`` per frame. The overlays are encoded into
-    ``overlay_name`` (at the source frame rate divided by ``every``; None: no video), the
-    records into ``records_name`` as JSON lines with ``frame`` (index in the video) and
-    ``time_s`` added, and a summary into ``summary_name``. Outputs appear only when the whole
-    video was processed. ``progress`` shows a bar with frames/s on stderr.
+    frames; it returns one ``(overlay, record)`` per frame. The overlays are encoded into a
+    video (at the source frame rate divided by ``every``), the records written as JSON lines
+    with ``frame`` (index in the video) and ``time_s`` added, and a summary; ``outputs`` names
+    the files (default :class:`VideoOutputs`). Outputs appear only when the whole video was
+    processed. ``progress`` shows a bar with frames/s on stderr.
     """
+    names = outputs or VideoOutputs()
     _check_every(every)
     if batch_size < 1:
         raise DeployError(f"batch_size must be >= 1, got {batch_size}")
@@ -345,11 +237,13 @@ def process_video(
         bar = stack.enter_context(
             tqdm(total=total, unit="frame", disable=not progress, desc=Path(path).name)
         )
-        rec_tmp = stack.enter_context(atomic_path(out / records_name))
+        rec_tmp = stack.enter_context(atomic_path(out / names.records))
         records = stack.enter_context(open(rec_tmp, "w", encoding="utf-8"))
         writer = None
-        if overlay_name is not None:
-            writer = stack.enter_context(VideoWriter(out / overlay_name, output_fps, codec=codec))
+        if names.overlay is not None:
+            writer = stack.enter_context(
+                VideoWriter(out / names.overlay, output_fps, codec=names.codec)
+            )
 
         def flush(batch: list[Frame]) -> None:
             nonlocal processed
@@ -381,9 +275,9 @@ def process_video(
     elapsed = time.perf_counter() - start
     summary = VideoSummary(
         input=str(path),
-        overlay=str(out / overlay_name) if overlay_name is not None else None,
-        records=str(out / records_name),
-        summary=str(out / summary_name),
+        overlay=str(out / names.overlay) if names.overlay is not None else None,
+        records=str(out / names.records),
+        summary=str(out / names.summary),
         width=info.width,
         height=info.height,
         fps=info.fps,
@@ -393,5 +287,5 @@ def process_video(
         frames_processed=processed,
         elapsed_s=elapsed,
     )
-    atomic_write_json(out / summary_name, summary.to_dict())
+    atomic_write_json(out / names.summary, summary.to_dict())
     return summary
