@@ -15,6 +15,7 @@ from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import (
     FORMAT_VERSION,
+    TrainingState,
     load_checkpoint,
     load_model,
     restore_rng_state,
@@ -208,9 +209,7 @@ def test_training_state_and_rng_resume(tmp_path: Path) -> None:
         config={},
         epoch=4,
         best_metric=None,
-        optimizer=opt,
-        scheduler=sched,
-        scaler=scaler,
+        training=TrainingState(opt, sched, scaler),
         extra={"note": "resume"},
     )
     expected = (random.random(), np.random.rand(), torch.rand(1), np.random.randn())

@@ -62,7 +62,7 @@ def test_malicious_pickle_is_refused_as_code(
 
 
 def test_shared_weights_only_loader_for_other_files(tmp_path: Path) -> None:
-    from hazardseg.models.checkpoint import load_weights_only
+    from hazardseg.models.weights_only import load_weights_only
 
     marker = tmp_path / "PWNED"
     evil = tmp_path / "anomaly_state.pt"

@@ -13,15 +13,11 @@ import torchvision
 from hazardseg.cli import main
 from hazardseg.errors import HazardsegError
 from hazardseg.models import create_model, describe_model, list_models, pretrained_available
-from hazardseg.models.checkpoint import (
-    load_checkpoint,
-    load_model,
-    load_state_into,
-    save_checkpoint,
-)
+from hazardseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from hazardseg.models.inference import autocast_context, prepare_for_inference, resolve_dtype
 from hazardseg.models.pretrained import expected_location
 from hazardseg.models.registry import get_model_spec
+from hazardseg.models.state_dict import load_state_into
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

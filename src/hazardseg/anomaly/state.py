@@ -77,7 +77,7 @@ def load_method_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"anomaly state file not found: {p}")
-    from hazardseg.models.checkpoint import load_weights_only
+    from hazardseg.models.weights_only import load_weights_only
 
     obj = load_weights_only(p, "anomaly state file")
     _validate(obj, p)

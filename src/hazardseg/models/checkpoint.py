@@ -1,5 +1,5 @@
-"""hazardseg checkpoints: save atomically, load with ``weights_only=True``, import bare
-torchvision-style state dicts.
+"""hazardseg checkpoints: save atomically, load with ``weights_only=True``; ``load_model``
+builds the model of a checkpoint or of a bare torchvision-style state dict.
 
 A checkpoint is one ``torch.save`` file holding a plain dict::
 
@@ -15,12 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import logging
 import os
-import pickle
 import random
-import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,20 +29,17 @@ from hazardseg import __version__
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
 from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.io import atomic_path
-from hazardseg.models.pretrained import check_state_keys
-from hazardseg.models.registry import (
-    build_on_meta,
-    check_num_classes,
-    create_model,
-    get_model_spec,
-    list_models,
+from hazardseg.models.registry import check_num_classes, create_model, get_model_spec, list_models
+from hazardseg.models.state_dict import (
+    check_before_building,
+    extract_state_dict,
+    infer_num_classes,
+    load_state_into,
 )
+from hazardseg.models.weights_only import load_weights_only
 
 FORMAT = "hazardseg-checkpoint"
 FORMAT_VERSION = 1
-AUX_PREFIX = "aux_classifier."
-
-log = logging.getLogger(__name__)
 
 _PLAIN = (str, int, float, bool, type(None), Tensor, torch.dtype, torch.device, torch.Size)
 
@@ -129,6 +122,31 @@ def restore_rng_state(ckpt: Mapping[str, Any]) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingState:
+    """What a resumable checkpoint stores beside the weights: the ``state_dict()`` of each
+    object given, as the checkpoint's "optimizer", "scheduler" and "scaler" entries."""
+
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    """A torch lr scheduler or anything else with ``state_dict()``."""
+    scaler: torch.amp.GradScaler | None = None
+
+
+def _state_dict_or_none(obj: Any) -> Any:
+    return obj.state_dict() if obj is not None else None
+
+
+def _as_plain(value: Any) -> Any:
+    """Dataclasses as dicts and tuples as lists, recursively (a config dataclass in the form
+    ``hazardseg.config.config_to_dict`` gives)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _as_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_as_plain(v) for v in value]
+    return value
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -138,22 +156,20 @@ def save_checkpoint(
     config: Mapping[str, Any] | Any,
     epoch: int,
     best_metric: float | None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    scaler: Any = None,
+    training: TrainingState | None = None,
     rng: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a hazardseg checkpoint atomically and return its path.
 
     ``config`` is the resolved experiment config as a plain dict (a config dataclass is
-    converted); ``extra`` is any further plain data. Raises CheckpointError, before writing
-    anything, when some entry could not be loaded back with ``weights_only=True``.
+    converted); ``training`` makes the checkpoint resumable; ``rng`` saves the random
+    generators' states; ``extra`` is any further plain data. Raises CheckpointError, before
+    writing anything, when some entry could not be loaded back with ``weights_only=True``.
     """
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        from hazardseg.config import config_to_dict
-
-        config = config_to_dict(config)
+        config = _as_plain(config)
+    training = training or TrainingState()
     net = _unwrap(model)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     payload: dict[str, Any] = {
@@ -169,9 +185,9 @@ def save_checkpoint(
         "epoch": int(epoch),
         "best_metric": None if best_metric is None else float(best_metric),
         "model": state,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "optimizer": _state_dict_or_none(training.optimizer),
+        "scheduler": _state_dict_or_none(training.scheduler),
+        "scaler": _state_dict_or_none(training.scaler),
         "rng": capture_rng_state() if rng else None,
         "extra": dict(extra) if extra is not None else {},
     }
@@ -181,56 +197,6 @@ def save_checkpoint(
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
     return target
-
-
-def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU with one-line CheckpointErrors
-    naming the file and saying what happened: not found, not a regular file, a file that
-    would run code when loaded (pickled Python objects), corrupt or truncated. ``what`` names
-    the kind of file in the messages (e.g. "anomaly state file")."""
-    path = Path(path)
-    if not path.is_file():
-        if path.exists():
-            raise CheckpointError(f"{path}: a folder or special file, not a {what}")
-        raise CheckpointError(f"{path}: {what} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        lowered = text.lower()
-        if "unsupported global" in lowered or "allowed global" in lowered:
-            found = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text, re.I)
-            detail = f" ({found.group(1)})" if found else ""
-            raise CheckpointError(
-                f"{path}: refused: a file that would run code when loaded (it contains pickled "
-                f"Python objects{detail}, which a plain torch.load executes); hazardseg loads "
-                f"every {what} with weights_only=True and only accepts tensors and plain values"
-            ) from exc
-        detail = _torch_detail(text) or type(exc).__name__
-        raise CheckpointError(
-            f"{path}: corrupt or truncated {what}, or not a PyTorch file ({detail})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
-        first = _torch_detail(str(exc)) or type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated {what} ({first})") from exc
-    except MemoryError:
-        raise CheckpointError(f"{path}: not enough memory to load this {what}") from None
-
-
-def _torch_load(path: Path) -> Any:
-    return load_weights_only(path, "checkpoint")
-
-
-def _torch_detail(text: str) -> str:
-    """The informative line of a torch.load error, without torch's advice about weights_only."""
-    text = text.split("WeightsUnpickler error:")[-1]
-    for line in text.strip().splitlines():
-        line = line.split("  Check the documentation")[0].strip()
-        low = line.lower()
-        if not line or "weights_only" in low or "check the documentation" in low:
-            continue
-        return line
-    return ""
 
 
 def is_hazardseg_checkpoint(obj: Any) -> bool:
@@ -268,7 +234,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Python objects, and bare state dicts (load those with :func:`load_model`).
     """
     p = Path(path)
-    obj = _torch_load(p)
+    obj = load_weights_only(p, "checkpoint")
     if not is_hazardseg_checkpoint(obj):
         raise CheckpointError(
             f"{p}: not a hazardseg checkpoint (a bare state dict?); load it with "
@@ -285,91 +251,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
-    """The tensor state dict of a bare file: plain, ``{"state_dict": ...}`` or ``{"model": ...}``,
-    with a DDP ``module.`` prefix removed."""
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: expected a hazardseg checkpoint or a model state dict")
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: state dict entries are not tensors: {bad[:3]}")
-    state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def _infer_num_classes(
-    state: Mapping[str, Tensor], model_name: str, options: Mapping[str, Any]
-) -> int | None:
-    """Number of classes from the final classifier weight of a state dict, if recognisable."""
-    own = build_on_meta(model_name, 1, **options).state_dict()
-    for key, value in own.items():
-        if key.startswith(AUX_PREFIX) or not key.endswith("weight") or value.ndim == 0:
-            continue
-        if value.shape[0] == 1 and key in state and state[key].ndim == value.ndim:
-            return int(state[key].shape[0])
-    return None
-
-
-def load_state_into(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> bool:
-    """Load ``state`` into ``model`` with exact key and shape checks.
-
-    Only the auxiliary head may be absent (a warning; it keeps its initial weights).
-    Returns whether the auxiliary head was loaded.
-    """
-    own = model.state_dict()
-    name = getattr(model, "name", type(model).__name__)
-    # the aux head may be absent as a whole, never in part
-    aux_own = [k for k in own if k.startswith(AUX_PREFIX)]
-    whole_aux_absent = bool(aux_own) and not any(k in state for k in aux_own)
-    aux_missing = check_state_keys(
-        own,
-        state,
-        f"{path}: state dict does not match {name}",
-        f"{path}: {name} weight",
-        tolerated_missing=(AUX_PREFIX,) if whole_aux_absent else (),
-    )
-    if aux_missing:
-        message = (
-            f"{path}: no auxiliary head weights ({AUX_PREFIX}*) in the state dict; "
-            "the auxiliary head keeps its initial weights"
-        )
-        warnings.warn(message, stacklevel=3)
-        log.warning(message)
-    model.load_state_dict(state, strict=not aux_missing)
-    return not aux_missing and any(k.startswith(AUX_PREFIX) for k in own)
-
-
-def _check_shapes_before_building(
-    path: Path, name: str, num_classes: int, options: Mapping[str, Any], state: Mapping[str, Tensor]
-) -> None:
-    """Compare ``state`` with the model's shapes on the meta device (no memory) so a file
-    claiming a huge ``num_classes`` or odd builder options fails before anything is allocated."""
-    try:
-        meta = build_on_meta(name, num_classes, **options)
-    except CheckpointError:
-        raise
-    except HazardsegError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: model options {dict(options)!r} do not build {name!r} ({exc})"
-        ) from None
-    own = meta.state_dict()
-    whole_aux_absent = not any(k in state for k in own if k.startswith(AUX_PREFIX))
-    check_state_keys(
-        own,
-        state,
-        f"{path}: state dict does not match {name}",
-        f"{path}: {name} weight",
-        tolerated_missing=(AUX_PREFIX,) if whole_aux_absent else (),
-    )
 
 
 def load_model(
@@ -391,7 +272,7 @@ def load_model(
     and ``aux_loaded``.
     """
     p = Path(path)
-    obj = _torch_load(p)
+    obj = load_weights_only(p, "checkpoint")
     if is_hazardseg_checkpoint(obj):
         _validate(obj, p)
         found = str(obj["model_name"])
@@ -403,7 +284,7 @@ def load_model(
             raise CheckpointError(
                 f"{p}: checkpoint has {stored_classes} classes, expected {num_classes}"
             )
-        state = _extract_state_dict(obj["model"], p)
+        state = extract_state_dict(obj["model"], p)
         options = dict(obj.get("model_options") or {})
         info: dict[str, Any] = {
             "model_name": found,
@@ -421,9 +302,9 @@ def load_model(
                 f"(--model NAME; one of {', '.join(list_models())})"
             )
         get_model_spec(model_name)
-        state = _extract_state_dict(obj, p)
+        state = extract_state_dict(obj, p)
         options = dict(model_options or {})
-        inferred = _infer_num_classes(state, model_name, options)
+        inferred = infer_num_classes(state, model_name, options)
         expected = num_classes if num_classes is not None else NUM_CLASSES
         if inferred is not None and inferred != expected:
             raise CheckpointError(
@@ -438,7 +319,7 @@ def load_model(
             "best_metric": None,
             "format": "state_dict",
         }
-    _check_shapes_before_building(p, info["model_name"], info["num_classes"], options, state)
+    check_before_building(p, info["model_name"], info["num_classes"], options, state)
     model = create_model(info["model_name"], num_classes=info["num_classes"], **options)
     info["model_options"] = options
     info["aux_loaded"] = load_state_into(model, state, p)

@@ -107,7 +107,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            from hazardseg.models.checkpoint import load_weights_only
+            from hazardseg.models.weights_only import load_weights_only
 
             state = load_weights_only(path, "weights file")
     except CheckpointError:

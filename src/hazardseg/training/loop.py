@@ -338,7 +338,7 @@ def _save(
     scaler: torch.amp.GradScaler | None = None,
     world_size: int = 1,
 ) -> None:
-    from hazardseg.models.checkpoint import save_checkpoint
+    from hazardseg.models.checkpoint import TrainingState, save_checkpoint
 
     save_checkpoint(
         path,
@@ -348,9 +348,7 @@ def _save(
         config=config_to_dict(cfg),
         epoch=state.epoch,
         best_metric=state.best_miou if math.isfinite(state.best_miou) else None,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
+        training=TrainingState(optimizer, scheduler, scaler),
         rng=True,
         extra=_checkpoint_extra(state, precision, world_size),
     )
