@@ -149,7 +149,7 @@ def error_bounds(
 
     A bin holding several distinct scores is one step of the curve instead of several; the
     exact curve passes through the same bin-boundary points, so only the inside of impure
-    bins can differ (see the Metrics section of README.md for the derivation).
+    bins can differ (see docs/metrics.md, "Exactness and memory" for the derivation).
     """
     p = int(tps[-1]) if tps.size else 0
     n = int(fps[-1]) if fps.size else 0
