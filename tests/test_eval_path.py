@@ -21,7 +21,8 @@ from hazardseg.evaluation.spec import resolve_spec, split_options
 from hazardseg.inference.predict import predict
 from hazardseg.metrics._sparse import SparseCounts
 from hazardseg.metrics.components import ComponentMetrics
-from hazardseg.metrics.ood import PooledOOD, evaluation_masks
+from hazardseg.metrics.ood import PooledOOD
+from hazardseg.metrics.ood_protocol import evaluation_masks
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 from hazardseg.models.inference import forward_logits

@@ -21,14 +21,10 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hazardseg.data.classes import ids_to_png
-from hazardseg.metrics import ood
-from hazardseg.metrics.ood import (
-    PerImageOOD,
-    evaluation_masks,
-    image_metrics,
-    per_image_masks,
-    protocol_definitions,
-)
+from hazardseg.metrics import ood_functional
+from hazardseg.metrics.ood import PerImageOOD
+from hazardseg.metrics.ood_functional import exact_curve_metrics, image_metrics
+from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks, protocol_definitions
 
 TOL = 1e-9
 
@@ -136,7 +132,7 @@ def test_fpr95_is_closest_recall_with_lowest_threshold_among_ties() -> None:
     assert res["fpr95"] == pytest.approx(7 / 17, abs=0)
     assert res["fpr95"] == official_fpr95(s.numpy(), y.numpy())
     # the pooled rule (first point with TPR >= 0.95) would give 3 / 17
-    assert ood.exact_curve_metrics(s, y)["fpr95"] == pytest.approx(3 / 17)
+    assert exact_curve_metrics(s, y)["fpr95"] == pytest.approx(3 / 17)
 
 
 def test_torch_sort_path_equals_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,7 +141,7 @@ def test_torch_sort_path_equals_numpy_path(monkeypatch: pytest.MonkeyPatch) -> N
     is_anom, valid = per_image_masks(mask)
     a = PerImageOOD()
     a.update(scores, is_anom, valid)
-    monkeypatch.setattr(ood, "_NUMPY_SORT_ON_CPU", False)
+    monkeypatch.setattr(ood_functional, "_NUMPY_SORT_ON_CPU", False)
     b = PerImageOOD()
     b.update(scores, is_anom, valid)
     assert a.compute() == b.compute()

@@ -52,7 +52,8 @@ class MethodAccumulator:
         """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image.
 
         ``valid`` selects the pixels of the pooled protocol, ``per_image_valid`` those of the
-        per-image protocol (default: ``valid``; see :func:`hazardseg.metrics.ood.per_image_masks`).
+        per-image protocol (default: ``valid``; see
+        :func:`hazardseg.metrics.ood_protocol.per_image_masks`).
         """
         pi_valid = valid if per_image_valid is None else per_image_valid
         bad = ~torch.isfinite(scores) & (valid | pi_valid)

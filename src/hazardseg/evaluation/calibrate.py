@@ -29,7 +29,8 @@ from hazardseg.evaluation.passes import (
     split_pass,
 )
 from hazardseg.evaluation.spec import RunOptions
-from hazardseg.metrics.ood import PooledOOD, evaluation_masks
+from hazardseg.metrics.ood import PooledOOD
+from hazardseg.metrics.ood_protocol import evaluation_masks
 
 log = logging.getLogger(__name__)
 

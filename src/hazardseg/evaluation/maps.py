@@ -28,7 +28,7 @@ from hazardseg.evaluation.components import (
 )
 from hazardseg.evaluation.results import method_section, results_document, save_results
 from hazardseg.evaluation.spec import RunOptions, check_run_options, check_spec
-from hazardseg.metrics.ood import evaluation_masks, per_image_masks
+from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
 
 
 def find_missing_maps(maps_dir: Path, rels: list[str]) -> list[str]:

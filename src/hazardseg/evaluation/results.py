@@ -20,7 +20,7 @@ from hazardseg.errors import DataError
 from hazardseg.evaluation.accumulate import MethodAccumulator
 from hazardseg.io import atomic_write_text
 from hazardseg.metrics.components import component_definition
-from hazardseg.metrics.ood import protocol_definitions
+from hazardseg.metrics.ood_protocol import protocol_definitions
 
 SCHEMA_VERSION = 1
 KIND = "evaluation"

@@ -41,7 +41,7 @@ from hazardseg.evaluation.results import (
     summary_table,
 )
 from hazardseg.evaluation.spec import RunOptions, spec_to_dict
-from hazardseg.metrics.ood import evaluation_masks, per_image_masks
+from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,9 @@
 """
 
 from hazardseg.metrics.components import TAUS, ComponentMetrics, component_scores
-from hazardseg.metrics.ood import PerImageOOD, PooledOOD, evaluation_masks, exact_curve_metrics
+from hazardseg.metrics.ood import PerImageOOD, PooledOOD
+from hazardseg.metrics.ood_functional import exact_curve_metrics
+from hazardseg.metrics.ood_protocol import evaluation_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
 
 __all__ = [

@@ -1,13 +1,14 @@
-"""Pixel-level anomaly-detection metrics: pooled over a split and per image.
+"""Pixel-level anomaly-detection accumulators: :class:`PooledOOD` (one curve over a split) and
+:class:`PerImageOOD` (the official per-image protocol).
 
 Anomaly pixels are the positive class; higher scores mean more anomalous; a pixel is predicted
 anomalous when ``score >= threshold``. Scores are compared at float32 precision (float16,
 bfloat16 and float32 inputs are exact; float64 inputs are rounded to float32 first). NaN and
 +-inf scores are excluded from every curve and counted in ``num_nonfinite``.
 
-The two protocols use different FPR95 definitions, named by :data:`POOLED_FPR95_DEFINITION`
-and :data:`PER_IMAGE_DEFINITION` (written into every results.json by
-:func:`protocol_definitions`).
+Which pixels each protocol evaluates and the definitions each uses are in
+:mod:`hazardseg.metrics.ood_protocol`; the metrics of one given set of pixels, without an
+accumulator, in :mod:`hazardseg.metrics.ood_functional`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hazardseg.data.classes import ANOMALY_ID, UNLABELED_ID
-from hazardseg.metrics._curve import (
-    curve_metrics,
-    downsample_curves,
-    error_bounds,
-    official_image_metrics,
-)
+from hazardseg.metrics._curve import curve_metrics, downsample_curves, error_bounds
 from hazardseg.metrics._histogram import (
     CHUNK,
     DEFAULT_BITS,
@@ -33,88 +28,10 @@ from hazardseg.metrics._histogram import (
     ScoreHistogram,
     float32_ceil,
 )
-from hazardseg.metrics._image_curve import compact_roc_counts
 from hazardseg.metrics._sparse import DEFAULT_MAX_DISTINCT, SparseCounts
+from hazardseg.metrics.ood_functional import image_metrics
 
-__all__ = [
-    "PER_IMAGE_DEFINITION",
-    "POOLED_FPR95_DEFINITION",
-    "PerImageOOD",
-    "PooledOOD",
-    "evaluation_masks",
-    "image_metrics",
-    "per_image_masks",
-    "protocol_definitions",
-]
-
-POOLED_FPR95_DEFINITION = (
-    "FPR at the first ROC point (thresholds decreasing, one point per distinct score) whose "
-    "TPR >= 0.95, i.e. the highest threshold flagging at least 95% of the anomaly pixels: "
-    "fpr[np.searchsorted(tpr, 0.95)], the rule of SegmentMeIfYouCan's curve code"
-)
-"""The FPR95 of :class:`PooledOOD` (and of :func:`exact_curve_metrics`)."""
-
-PER_IMAGE_DEFINITION = (
-    "official StreetHazards eval_ood.py: per image, AUROC = sklearn roc_auc_score, AUPR = "
-    "sklearn average_precision_score, FPR95 = anom_utils.fpr_and_fdr_at_recall (the ROC point "
-    "whose recall is closest to 0.95, the lowest threshold among equally close points); "
-    "images without both anomaly and normal pixels skipped; mean over the other images"
-)
-"""The metrics of :class:`PerImageOOD`."""
-
-
-def evaluation_masks(
-    mask: torch.Tensor, exclude_unlabeled: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(is_anomaly, valid)`` bool tensors for a class-id mask (any shape).
-
-    Positive: the anomaly id 13. Negative: known classes 0..12. Excluded (``valid`` False):
-    every other value (the ignore value 255), and "unlabeled" (0) when ``exclude_unlabeled``.
-    """
-    is_anomaly = mask == ANOMALY_ID
-    valid = (mask >= 0) & (mask <= ANOMALY_ID)
-    if exclude_unlabeled:
-        valid &= mask != UNLABELED_ID
-    return is_anomaly, valid
-
-
-def per_image_masks(
-    mask: torch.Tensor, exclude_unlabeled: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(is_anomaly, valid)`` for :class:`PerImageOOD` from a class-id mask (any shape).
-
-    Default (the official protocol): every pixel is evaluated; positive = the anomaly id 13,
-    every other pixel is normal, the ignore value 255 included, because at label resolution
-    255 is PNG value 0, which the official loader shifts to -1 and counts as normal. With
-    ``exclude_unlabeled`` the masks are :func:`evaluation_masks` ``(mask, True)`` (not the
-    official protocol).
-    """
-    if exclude_unlabeled:
-        return evaluation_masks(mask, exclude_unlabeled=True)
-    is_anomaly = mask == ANOMALY_ID
-    return is_anomaly, torch.ones_like(is_anomaly)
-
-
-def protocol_definitions(exclude_unlabeled: bool = False) -> dict[str, str]:
-    """The definition each protocol uses, for results.json (``protocol.definitions``).
-
-    ``exclude_unlabeled`` is the evaluation's option: it changes which pixels the per-image
-    protocol evaluates (see :func:`per_image_masks`).
-    """
-    if exclude_unlabeled:
-        pixels = (
-            "pixels: anomaly (13) positive, known classes 1..12 negative; unlabeled (0) and "
-            "PNG 0 / ignore (255) excluded (NOT the official pixel set)"
-        )
-    else:
-        pixels = (
-            "pixels: every pixel; anomaly (13) positive, all others negative, PNG value 0 "
-            "(255 at label resolution) included as normal, as the official code counts it"
-        )
-    return {
-        "pooled_fpr95": POOLED_FPR95_DEFINITION,
-        "per_image": f"{PER_IMAGE_DEFINITION}; {pixels}",
-    }
+__all__ = ["PerImageOOD", "PooledOOD"]
 
 
 def _check_shapes(scores: torch.Tensor, is_anomaly: torch.Tensor, valid: torch.Tensor | None):
@@ -371,119 +288,17 @@ def _confusion_summary(
     }
 
 
-def exact_curve_metrics(
-    scores: torch.Tensor, is_anomaly: torch.Tensor, valid: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """Exact AUROC / AP / FPR95 / best F1 of one set of pixels by sorting (float32 compare).
-
-    The pooled definitions (FPR95: :data:`POOLED_FPR95_DEFINITION`); :func:`image_metrics`
-    gives the official per-image ones.
-
-    Also ``num_nonfinite`` (NaN / +-inf scores, excluded).
-    """
-    s = scores.detach().reshape(-1).to(torch.float32).cpu()
-    y = is_anomaly.reshape(-1).cpu()
-    keep = torch.isfinite(s)
-    if valid is not None:
-        v = valid.reshape(-1).cpu()
-        nonfinite = int((v & ~keep).sum())
-        keep &= v
-    else:
-        nonfinite = int((~keep).sum())
-    s, y = s[keep], y[keep]
-    # numpy's vectorised argsort is several times faster than torch.sort on the CPU; ties are
-    # grouped below, so the order within equal scores does not matter
-    s_np = s.numpy()
-    order = np.argsort(s_np)[::-1]
-    s_sorted = s_np[order].astype(np.float64)
-    y_sorted = y.numpy()[order]
-    if s_sorted.size == 0:
-        res = curve_metrics(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    else:
-        ends = np.concatenate((np.flatnonzero(np.diff(s_sorted)), [s_sorted.size - 1]))
-        tps = np.cumsum(y_sorted, dtype=np.int64)[ends]
-        fps = ends + 1 - tps
-        res = curve_metrics(tps, fps, s_sorted[ends])
-    res.pop("fpr95_index")
-    res.pop("best_f1_index")
-    res["num_nonfinite"] = nonfinite
-    return res
-
-
-_NUMPY_SORT_ON_CPU = True
-
-
-def image_metrics(
-    scores: torch.Tensor, is_anomaly: torch.Tensor, valid: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """AUROC, AP and FPR95 of one image by the official definitions (:data:`PER_IMAGE_DEFINITION`).
-
-    Sorting and cumulative sums run on the tensors' device (numpy's sort on the CPU); scores
-    are compared at float32 precision. Returns ``auroc``, ``aupr``, ``fpr95`` (NaN when the
-    pixels lack a class), ``num_pos``, ``num_neg``, ``num_nonfinite`` (NaN / +-inf scores on
-    evaluated pixels, excluded) and ``undefined_reason``.
-    """
-    s = scores.detach().reshape(-1)
-    if s.device.type == "mps":  # no float64 there
-        s = s.cpu()
-    if s.dtype != torch.float32:
-        s = s.to(torch.float32)
-    y = is_anomaly.reshape(-1).to(s.device)
-    keep = torch.isfinite(s)
-    if valid is not None:
-        v = valid.reshape(-1).to(s.device)
-        nonfinite = v & ~keep
-        keep &= v
-    else:
-        nonfinite = ~keep
-    num_kept, num_pos, num_nonfinite = (
-        int(t) for t in torch.stack((keep.sum(), (y & keep).sum(), nonfinite.sum())).tolist()
-    )
-    if num_kept < s.numel():
-        s, y = s[keep], y[keep]
-    num_neg = num_kept - num_pos
-    nan = float("nan")
-    out: dict[str, Any] = {
-        "auroc": nan,
-        "aupr": nan,
-        "fpr95": nan,
-        "num_pos": num_pos,
-        "num_neg": num_neg,
-        "num_nonfinite": num_nonfinite,
-        "undefined_reason": None,
-    }
-    if num_pos == 0 or num_neg == 0:
-        missing = "anomaly (positive)" if num_pos == 0 else "normal (negative)"
-        out["undefined_reason"] = f"no {missing} pixels among the evaluated pixels"
-        return out
-    if s.device.type == "cpu" and _NUMPY_SORT_ON_CPU:
-        # on the CPU: exact counts without sorting every pixel (see _image_curve); the
-        # compact curve gives the same official metrics as the full one
-        tps_np, fps_np = compact_roc_counts(s.numpy(), y.numpy())
-        tps, fps = torch.from_numpy(tps_np), torch.from_numpy(fps_np)
-        out["auroc"], out["aupr"], out["fpr95"] = official_image_metrics(tps, fps)
-        return out
-    order = torch.argsort(s, descending=True)
-    s_sorted, y_sorted = s[order], y[order]
-    last = torch.ones_like(y_sorted)
-    last[:-1] = s_sorted[1:] != s_sorted[:-1]
-    ends = torch.nonzero(last).reshape(-1)
-    tps = torch.cumsum(y_sorted, 0, dtype=torch.int64)[ends]
-    fps = ends + 1 - tps
-    out["auroc"], out["aupr"], out["fpr95"] = official_image_metrics(tps, fps)
-    return out
-
-
 class PerImageOOD:
     """The official StreetHazards protocol: AUROC, AP and FPR95 per image, averaged over images.
 
-    Each image's metrics follow :data:`PER_IMAGE_DEFINITION` exactly (see :func:`image_metrics`;
-    tested against an independent implementation of ``eval_ood.py``'s definitions). Which
-    pixels are evaluated is the caller's choice: pass :func:`per_image_masks` for the official
-    pixel set (every pixel, PNG 0 normal). Images without both anomaly and normal evaluated
-    pixels are skipped and counted in ``num_skipped``. Results are keyed by image id, so
-    accumulators merge in any order; pass ids (e.g. the sample's ``rel`` path) whenever you
-    merge.
+    Each image's metrics follow :data:`~hazardseg.metrics.ood_protocol.PER_IMAGE_DEFINITION`
+    exactly (see :func:`~hazardseg.metrics.ood_functional.image_metrics`; tested against an
+    independent implementation of ``eval_ood.py``'s definitions). Which pixels are evaluated
+    is the caller's choice: pass :func:`~hazardseg.metrics.ood_protocol.per_image_masks` for
+    the official pixel set (every pixel, PNG 0 normal). Images without both anomaly and
+    normal evaluated pixels are skipped and counted in ``num_skipped``. Results are keyed by
+    image id, so accumulators merge in any order; pass ids (e.g. the sample's ``rel`` path)
+    whenever you merge.
     """
 
     METRICS = ("auroc", "aupr", "fpr95")
