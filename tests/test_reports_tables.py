@@ -17,15 +17,9 @@ from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
 from hazardseg.cli import main
 from hazardseg.errors import DataError
 from hazardseg.reports.compare import write_comparison, write_sensitivity
-from hazardseg.reports.tables import (
-    build_tables,
-    load_entries,
-    sensitivity_rows,
-    table_to_csv,
-    table_to_json,
-    table_to_markdown,
-    threshold_sweep,
-)
+from hazardseg.reports.sensitivity import sensitivity_rows, threshold_sweep
+from hazardseg.reports.sources import load_entries
+from hazardseg.reports.tables import build_tables, table_to_csv, table_to_json, table_to_markdown
 
 
 def curves_for(seed: int, n: int = 400) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:

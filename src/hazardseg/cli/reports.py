@@ -60,7 +60,7 @@ def sensitivity(
 ) -> None:
     """F1, precision and recall as the detection threshold moves (from the stored PR curve)."""
     from hazardseg.reports.compare import write_sensitivity
-    from hazardseg.reports.tables import sensitivity_text
+    from hazardseg.reports.sensitivity import sensitivity_text
 
     sens = write_sensitivity(results, method, out)
     typer.echo(sensitivity_text(sens.rows))

@@ -4,28 +4,23 @@ figure for one method."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hazardseg.errors import DataError
+from hazardseg.errors import ConfigError, DataError
 from hazardseg.io import atomic_write_json, atomic_write_text
 from hazardseg.reports import plots
+from hazardseg.reports.sensitivity import method_entry, sensitivity_rows, threshold_sweep
+from hazardseg.reports.sources import ResultsEntry, load_entries, mixed_keys
 from hazardseg.reports.tables import (
-    ResultsEntry,
     Table,
     build_tables,
-    check_name,
     comparison_json,
     comparison_markdown,
-    load_entries,
-    method_entry,
-    mixed_keys,
-    sensitivity_rows,
-    slug,
     table_to_csv,
-    threshold_sweep,
 )
 
 BAR_METRICS: tuple[str, ...] = ("auroc", "aupr", "fpr95")
@@ -39,6 +34,23 @@ class Comparison:
     tables: dict[str, Table]
     entries: list[ResultsEntry]
     mixed: list[str]
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def slug(text: str) -> str:
+    """File-name-safe version of ``text``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def check_name(name: str) -> str:
+    """Validate a comparison name (used as a file-name prefix)."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"--name {name!r}: expected letters, digits, '.', '_' or '-' (a file-name prefix)"
+        )
+    return name
 
 
 def bar_values(

@@ -17,13 +17,8 @@ from hazardseg import __version__
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.io import atomic_write_text
 from hazardseg.reports import plots
-from hazardseg.reports.tables import (
-    PROTOCOL_TITLES,
-    ResultsEntry,
-    Table,
-    build_tables,
-    format_value,
-)
+from hazardseg.reports.sources import ResultsEntry
+from hazardseg.reports.tables import PROTOCOL_TITLES, Table, build_tables, format_value
 
 MAX_IMAGES_PER_SECTION = 60
 """At most this many PNG files are embedded per figure section (the rest are listed)."""

@@ -1,7 +1,8 @@
-"""Comparison tables (models x methods, one per protocol) rendered from results.json files,
-written as CSV, Markdown and JSON; threshold-sensitivity rows from a method's PR curve.
+"""Comparison tables (models x methods, one per protocol) rendered from results.json files as
+CSV, Markdown and JSON, and the whole comparison as one Markdown or JSON document.
 
-Tables are built from the stored results only; nothing is recomputed from pixels.
+Tables are built from the stored results only; nothing is recomputed from pixels. The results
+files are found, loaded and labelled by :mod:`hazardseg.reports.sources`.
 """
 
 from __future__ import annotations
@@ -10,16 +11,11 @@ import csv
 import datetime as _dt
 import io
 import math
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from hazardseg.errors import ConfigError, DataError
+from hazardseg.reports.sources import COMPARISON_KEYS, ResultsEntry, check_comparable, lookup
 
 PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components")
 PROTOCOL_TITLES: dict[str, str] = {
@@ -27,14 +23,6 @@ PROTOCOL_TITLES: dict[str, str] = {
     "per_image": "Per image (averaged over images with both classes; official protocol)",
     "components": "Component level (8-connected components at the best-F1 threshold)",
 }
-COMPARISON_KEYS: tuple[str, ...] = (
-    "data.split",
-    "data.num_images",
-    "data.resize",
-    "data.at_label_resolution",
-    "protocol.exclude_unlabeled",
-)
-"""Fields that must agree between results compared in one table."""
 
 
 @dataclass(frozen=True)
@@ -78,15 +66,6 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 
 
 @dataclass
-class ResultsEntry:
-    """One loaded results file and the label it gets in tables."""
-
-    path: Path
-    results: dict[str, Any]
-    label: str = ""
-
-
-@dataclass
 class Table:
     """A models x methods table for one protocol."""
 
@@ -95,92 +74,6 @@ class Table:
     columns: tuple[Column, ...]
     rows: list[dict[str, Any]]
     best: dict[str, list[int]] = field(default_factory=dict)
-
-
-def _get(obj: dict[str, Any], dotted: str) -> Any:
-    node: Any = obj
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def find_results(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files and directories (searched recursively for results.json) into a sorted,
-    de-duplicated list of files; DataError for a missing path or when nothing is found."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            hits = sorted(p.rglob("results.json"))
-            if not hits:
-                raise DataError(f"{p}: no results.json found in this directory")
-            found.extend(hits)
-        else:
-            raise DataError(f"results path not found: {p}")
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)
-    if not unique:
-        raise DataError("no results files given")
-    return list(unique.values())
-
-
-def _disambiguate(entries: list[ResultsEntry]) -> None:
-    """Label entries by model name; files of the same model get the part of their folder path
-    that tells them apart."""
-    by_name: dict[str, list[ResultsEntry]] = {}
-    for e in entries:
-        e.label = str(_get(e.results, "model.name") or "model")
-        by_name.setdefault(e.label, []).append(e)
-    for group in by_name.values():
-        if len(group) < 2:
-            continue
-        parts = [e.path.resolve().parent.parts for e in group]
-        lead = 0
-        while all(len(p) > lead for p in parts) and len({p[lead] for p in parts}) == 1:
-            lead += 1
-        tail = 0
-        while all(len(p) - tail > lead for p in parts) and len({p[-1 - tail] for p in parts}) == 1:
-            tail += 1
-        for e, p in zip(group, parts, strict=True):
-            diff = "/".join(p[lead : len(p) - tail]) or e.path.name
-            e.label = f"{e.label} [{diff}]"
-
-
-def load_entries(paths: Sequence[str | os.PathLike[str]]) -> list[ResultsEntry]:
-    """Load and validate every results file under ``paths`` and give each a table label."""
-    from hazardseg.evaluation.results import load_results
-
-    entries = [ResultsEntry(p, load_results(p)) for p in find_results(paths)]
-    _disambiguate(entries)
-    return entries
-
-
-def mixed_keys(entries: Sequence[ResultsEntry]) -> list[str]:
-    """The :data:`COMPARISON_KEYS` whose values differ between ``entries``."""
-    return [
-        key for key in COMPARISON_KEYS if len({repr(_get(e.results, key)) for e in entries}) > 1
-    ]
-
-
-def check_comparable(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> list[str]:
-    """Return the differing comparison keys; DataError when some differ and not ``allow_mixed``."""
-    keys = mixed_keys(entries)
-    if keys and not allow_mixed:
-        key = keys[0]
-        first = entries[0]
-        other = next(
-            e for e in entries if repr(_get(e.results, key)) != repr(_get(first.results, key))
-        )
-        raise DataError(
-            f"results are not comparable: {key} is {_get(first.results, key)!r} in {first.path} "
-            f"but {_get(other.results, key)!r} in {other.path}; pass --allow-mixed to compare "
-            "them anyway (a column then labels each row)"
-        )
-    return keys
 
 
 def _method_values(results: dict[str, Any], m: dict[str, Any], protocol: str) -> dict[str, Any]:
@@ -216,7 +109,8 @@ def _method_values(results: dict[str, Any], m: dict[str, Any], protocol: str) ->
     return out
 
 
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """``v`` as a float when it is a finite number (not a bool), else None."""
     if v is None or isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v) if math.isfinite(float(v)) else None
@@ -228,7 +122,7 @@ def mark_best(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> dict
     for col in columns:
         if col.better is None:
             continue
-        vals = [(i, _number(r.get(col.key))) for i, r in enumerate(rows)]
+        vals = [(i, finite_number(r.get(col.key))) for i, r in enumerate(rows)]
         vals = [(i, v) for i, v in vals if v is not None]
         if not vals:
             continue
@@ -249,7 +143,7 @@ def build_tables(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> 
                 if protocol == "components" and not m.get("components"):
                     continue
                 row: dict[str, Any] = {"model": e.label, "method": name}
-                row.update({k: _get(e.results, k) for k in mixed})
+                row.update({k: lookup(e.results, k) for k in mixed})
                 row.update(_method_values(e.results, m, protocol))
                 rows.append(row)
         cols = COLUMNS[protocol]
@@ -260,7 +154,7 @@ def build_tables(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> 
 def format_value(v: Any, fmt: str) -> str:
     """Display text of a value: "pct" -> percent with 2 decimals, "num" -> 4 significant
     digits, None -> "-"."""
-    num = _number(v)
+    num = finite_number(v)
     if v is None or (num is None and isinstance(v, float)):
         return "-"
     if fmt == "pct" and num is not None:
@@ -327,7 +221,7 @@ def _source_lines(entries: Sequence[ResultsEntry]) -> list[str]:
         out.append(
             f"- **{e.label}**: `{e.path}` (split {d.get('split')}, {d.get('num_images')} images, "
             f"resize {d.get('resize', 'native')}, exclude_unlabeled "
-            f"{_get(e.results, 'protocol.exclude_unlabeled')})"
+            f"{lookup(e.results, 'protocol.exclude_unlabeled')})"
         )
     return out
 
@@ -355,23 +249,6 @@ def comparison_markdown(
     return "\n".join(parts)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def slug(text: str) -> str:
-    """File-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
-def check_name(name: str) -> str:
-    """Validate a comparison name (used as a file-name prefix)."""
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"--name {name!r}: expected letters, digits, '.', '_' or '-' (a file-name prefix)"
-        )
-    return name
-
-
 def comparison_json(
     name: str, entries: Sequence[ResultsEntry], tables: dict[str, Table], mixed: Sequence[str]
 ) -> dict[str, Any]:
@@ -385,95 +262,10 @@ def comparison_json(
             {
                 "label": e.label,
                 "path": str(e.path),
-                "model": _get(e.results, "model.name"),
-                **{k: _get(e.results, k) for k in COMPARISON_KEYS},
+                "model": lookup(e.results, "model.name"),
+                **{k: lookup(e.results, k) for k in COMPARISON_KEYS},
             }
             for e in entries
         ],
         "tables": {p: table_to_json(t) for p, t in tables.items()},
     }
-
-
-# ----------------------------------------------------------------------------- sensitivity
-
-
-def method_entry(results: dict[str, Any], method: str, source: str = "results") -> dict[str, Any]:
-    """The ``methods[method]`` section; DataError naming the available methods if absent."""
-    methods = results.get("methods") or {}
-    if method not in methods:
-        avail = ", ".join(sorted(methods)) or "none"
-        raise DataError(f"{source}: method {method!r} not found; available: {avail}")
-    return methods[method]
-
-
-def threshold_sweep(m: dict[str, Any], source: str = "method") -> dict[str, np.ndarray]:
-    """Thresholds (ascending) with precision, recall and F1 = 2PR/(P+R) from the PR curve."""
-    pr = (m.get("curves") or {}).get("pr") or {}
-    t = np.asarray(pr.get("thresholds") or [], dtype=np.float64)
-    p = np.asarray([np.nan if v is None else v for v in pr.get("precision") or []], np.float64)
-    r = np.asarray([np.nan if v is None else v for v in pr.get("recall") or []], np.float64)
-    if t.size == 0 or not (t.size == p.size == r.size):
-        raise DataError(
-            f"{source}: curves.pr needs equally long, non-empty thresholds/precision/recall "
-            "(a split without anomaly pixels has no PR curve)"
-        )
-    order = np.argsort(t, kind="stable")
-    t, p, r = t[order], p[order], r[order]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return {"thresholds": t, "precision": p, "recall": r, "f1": f1}
-
-
-def sensitivity_rows(
-    m: dict[str, Any], sweep: dict[str, np.ndarray], steps: int = 3
-) -> list[dict[str, Any]]:
-    """F1/precision/recall at the calibrated and oracle thresholds (stored values) and at
-    curve points spread around the reference threshold (calibrated, else oracle)."""
-    t = sweep["thresholds"]
-    cal, oracle = m.get("calibrated"), m.get("oracle")
-    ref = (cal or {}).get("threshold")
-    if ref is None:
-        ref = (oracle or {}).get("threshold")
-    if ref is None:
-        ref = float(t[int(np.nanargmax(sweep["f1"]))])
-    centre = int(np.clip(np.searchsorted(t, ref), 0, t.size - 1))
-    step = max(1, t.size // 20)
-    idx = sorted({int(np.clip(centre + k * step, 0, t.size - 1)) for k in range(-steps, steps + 1)})
-    rows = [
-        {
-            "threshold": float(t[i]),
-            "f1": float(sweep["f1"][i]),
-            "precision": float(sweep["precision"][i]),
-            "recall": float(sweep["recall"][i]),
-            "note": "",
-        }
-        for i in idx
-    ]
-    for sec, note in ((oracle, "oracle best F1"), (cal, "calibrated")):
-        if sec and sec.get("threshold") is not None:
-            rows.append(
-                {
-                    "threshold": float(sec["threshold"]),
-                    "f1": sec.get("f1"),
-                    "precision": sec.get("precision"),
-                    "recall": sec.get("recall"),
-                    "note": note,
-                }
-            )
-    rows.sort(key=lambda r: (r["threshold"], r["note"]))
-    return rows
-
-
-def sensitivity_text(rows: Sequence[dict[str, Any]]) -> str:
-    """A small plain-text table of the sensitivity rows (percentages)."""
-
-    def pct(v: Any) -> str:
-        return "     -" if _number(v) is None else f"{100 * float(v):6.2f}"
-
-    lines = [f"{'threshold':>12} {'F1':>6} {'P':>6} {'R':>6}  note"]
-    for r in rows:
-        lines.append(
-            f"{r['threshold']:12.5g} {pct(r['f1'])} {pct(r['precision'])} {pct(r['recall'])}"
-            f"  {r['note']}".rstrip()
-        )
-    return "\n".join(lines)
