@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from hazardseg.config import EvalConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.data.streethazards import StreetHazards
-from hazardseg.data.synthetic import generate_dataset
+from hazardseg.data.synth import generate_dataset
 from hazardseg.evaluation.passes import open_split
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from hazardseg.data.classes import ids_to_png
-from hazardseg.data.synthetic import generate_dataset, render_scene
+from hazardseg.data.synth import generate_dataset, render_scene
 
 
 def _rates(fn: Callable[[], None], n: int) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from hazardseg.cli import main
 from hazardseg.data.classes import ANOMALY_ID, CLASS_NAMES, NUM_CLASSES, ODGT_NAMES
-from hazardseg.data.synthetic import generate_dataset, image_seed, parse_size, render_scene
+from hazardseg.data.synth import generate_dataset, image_seed, parse_size, render_scene
 from hazardseg.errors import ConfigError, DataError
 
 SIZE = (96, 64)

@@ -27,7 +27,7 @@ def synth(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate procedural StreetHazards-format street scenes (anomalies only in test)."""
-    from hazardseg.data.synthetic import generate_dataset, parse_size
+    from hazardseg.data.synth import generate_dataset, parse_size
 
     root = generate_dataset(
         out,

@@ -18,11 +18,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from hazardseg.data.classes import ODGT_NAMES, SPLITS, TOWNS, ids_to_png
-from hazardseg.data.synth_scene import check_size, render_scene
+from hazardseg.data.synth.scene import check_size, render_scene
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.io import atomic_path, atomic_write_text
 
-__all__ = ["Job", "generate_dataset", "image_seed", "parse_size", "plan_split", "render_scene"]
+__all__ = ["Job", "generate_dataset", "image_seed", "parse_size", "plan_split"]
 
 _SPLIT_CODE = {"train": 0, "validation": 1, "test": 2}
 _T5_SHARE = 1024 / 1500

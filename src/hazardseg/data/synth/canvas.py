@@ -1,4 +1,5 @@
-"""A label + colour canvas with clipped, vectorised fill primitives for the scene generator.
+"""The drawing surface of the scene generator: a label + colour canvas with clipped,
+vectorised fill primitives, the class ids painted into it and random colour draws.
 
 Every primitive writes the same pixels into both layers, so the label map always matches
 what was drawn. Colours are float32 RGB in 0..255 before the final tone mapping.
@@ -6,9 +7,38 @@ what was drawn. Colours are float32 RGB in 0..255 before the final tone mapping.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from hazardseg.data.classes import CLASS_NAMES
+
 Color = np.ndarray | tuple[float, float, float]
+
+# Class ids painted into the label layer.
+UNLABELED = CLASS_NAMES.index("unlabeled")
+BUILDING = CLASS_NAMES.index("building")
+FENCE = CLASS_NAMES.index("fence")
+OTHER = CLASS_NAMES.index("other")
+PEDESTRIAN = CLASS_NAMES.index("pedestrian")
+POLE = CLASS_NAMES.index("pole")
+ROAD_LINE = CLASS_NAMES.index("road line")
+ROAD = CLASS_NAMES.index("road")
+SIDEWALK = CLASS_NAMES.index("sidewalk")
+VEGETATION = CLASS_NAMES.index("vegetation")
+CAR = CLASS_NAMES.index("car")
+WALL = CLASS_NAMES.index("wall")
+SIGN = CLASS_NAMES.index("traffic sign")
+
+
+def pick(rng: np.random.Generator, options: tuple) -> np.ndarray:
+    """One of ``options`` (RGB triples), drawn uniformly, as a float32 array."""
+    return np.asarray(options[int(rng.integers(len(options)))], dtype=np.float32)
+
+
+def jitter(rng: np.random.Generator, color: Color, amount: float = 10.0) -> np.ndarray:
+    """``color`` plus independent uniform offsets in [-amount, amount] per channel."""
+    return np.asarray(color, dtype=np.float32) + rng.uniform(-amount, amount, 3).astype(np.float32)
 
 
 class Canvas:
@@ -87,3 +117,20 @@ class Canvas:
         for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0), strict=True):
             mask &= sign * ((bx - ax) * (ys - ay) - (by - ay) * (xs - ax)) >= 0
         self.paint(x0, y0, mask, cls, color)
+
+
+def polar_mask(
+    rx: float, ry: float, radius: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Box mask of a star-shaped region whose normalised radius at angle t is radius(t).
+
+    Returns ``(mask, xx, yy, bx, by)``: the boolean box, the coordinates of its pixel centres
+    divided by the radii ``rx``, ``ry``, and the pixel offsets of the centre in the box.
+    """
+    bx, by = int(np.ceil(rx * 1.5)) + 1, int(np.ceil(ry * 1.5)) + 1
+    xs = (np.arange(-bx, bx, dtype=np.float32) + 0.5) / max(rx, 0.5)
+    ys = (np.arange(-by, by, dtype=np.float32) + 0.5) / max(ry, 0.5)
+    xx, yy = np.meshgrid(xs, ys)
+    rho = np.sqrt(xx**2 + yy**2)
+    theta = np.arctan2(yy, xx)
+    return rho <= radius(theta), xx, yy, bx, by

@@ -1,0 +1,15 @@
+"""Synthetic StreetHazards-format scenes: a procedural street renderer and a dataset writer.
+
+Modules, from the top down: :mod:`~hazardseg.data.synth.dataset` (official folders, towns,
+.odgt files, PNG labels, workers), :mod:`~hazardseg.data.synth.scene` (one scene:
+:func:`render_scene`), :mod:`~hazardseg.data.synth.street` (perspective geometry, ground,
+facades), :mod:`~hazardseg.data.synth.objects` (known-class objects),
+:mod:`~hazardseg.data.synth.anomalies` (test-split anomalies),
+:mod:`~hazardseg.data.synth.towns` (per-town appearance) and
+:mod:`~hazardseg.data.synth.canvas` (the label + colour drawing surface).
+"""
+
+from hazardseg.data.synth.dataset import Job, generate_dataset, image_seed, parse_size, plan_split
+from hazardseg.data.synth.scene import render_scene
+
+__all__ = ["Job", "generate_dataset", "image_seed", "parse_size", "plan_split", "render_scene"]
