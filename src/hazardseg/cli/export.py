@@ -11,7 +11,7 @@ import typer
 from hazardseg.errors import HazardsegError
 
 
-def export_cmd(
+def export_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="hazardseg checkpoint or state dict (then --model)."
     ),
