@@ -7,13 +7,14 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hazardseg.errors import ConfigError
+from hazardseg.errors import ConfigError, DataError
 from hazardseg.io import atomic_write_text
 
 
@@ -101,6 +102,12 @@ class EvalConfig:
     of the scale closest to 1, before any score (see ``hazardseg.models.inference.TTA``)."""
 
 
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
+SCHEDULERS: tuple[str, ...] = ("plateau", "poly", "none")
+AMP_MODES: tuple[str, ...] = ("auto", "bf16", "fp16", "none")
+WEIGHT_METHODS: tuple[str, ...] = ("median_freq", "inverse_log")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation schedule."""
@@ -158,10 +165,6 @@ class ExperimentConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -235,7 +238,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    types_ = _field_types(cls)
+    types_ = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
@@ -278,7 +281,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         node: Any = data
         cls: type = ExperimentConfig
         for i, part in enumerate(parts):
-            types_ = _field_types(cls)
+            types_ = typing.get_type_hints(cls)
             if part not in types_:
                 where = ".".join(parts[: i + 1])
                 raise ConfigError(f"unknown config key '{where}'" + _suggest(part, sorted(types_)))
@@ -324,7 +327,6 @@ def load_config(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         data = read_yaml_file(p, "config file")
@@ -347,3 +349,52 @@ def dump_config(cfg: ExperimentConfig) -> str:
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML atomically."""
     atomic_write_text(path, dump_config(cfg))
+
+
+_RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("train.num_threads", ">= 1 or null", lambda v: v is None or v >= 1),
+    ("train.epochs", ">= 1", lambda v: v >= 1),
+    ("train.batch_size", ">= 1", lambda v: v >= 1),
+    ("train.lr", "> 0", lambda v: v > 0),
+    ("train.val_every_epochs", ">= 1", lambda v: v >= 1),
+    ("train.log_every_iters", ">= 1", lambda v: v >= 1),
+    ("data.num_workers", ">= 0", lambda v: v >= 0),
+    ("eval.batch_size", ">= 1", lambda v: v >= 1),
+    ("train.val_every_iters", ">= 1 or null", lambda v: v is None or v >= 1),
+    ("train.max_iters_per_epoch", ">= 1 or null", lambda v: v is None or v >= 1),
+    ("train.grad_clip", "> 0 or null", lambda v: v is None or v > 0),
+    ("model.num_classes", ">= 1", lambda v: v >= 1),
+    ("train.bn_momentum", "in (0, 1] or null", lambda v: v is None or 0 < v <= 1),
+    ("train.optimizer", "one of " + ", ".join(OPTIMIZERS), lambda v: v.lower() in OPTIMIZERS),
+    ("train.scheduler", "one of " + ", ".join(SCHEDULERS), lambda v: v.lower() in SCHEDULERS),
+    ("train.amp", "one of " + ", ".join(AMP_MODES), lambda v: v.lower() in AMP_MODES),
+    ("train.early_stopping_patience", ">= 1 or null", lambda v: v is None or v >= 1),
+    ("train.early_stopping_min_delta", ">= 0", lambda v: v >= 0),
+)
+"""The value rules of a trainable config: (key, what is expected, test), checked in order."""
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError/DataError/HazardsegError for settings ``fit`` cannot train with: an
+    unknown model, too few images per step for it, no data root, a value out of range."""
+    from hazardseg.models.registry import get_model_spec  # the registry imports torch
+
+    t, family = cfg.train, get_model_spec(cfg.model.name).family
+    if family in ("deeplabv3", "deeplabv3plus") and t.batch_size < 2 and not t.sync_bn:
+        # ASPP's image-pooling branch applies BatchNorm to a 1x1 map: one image per step
+        # leaves a single value per channel, which BatchNorm cannot normalise in training
+        raise ConfigError(
+            f"train.batch_size={t.batch_size}: {cfg.model.name} needs at least 2 images per "
+            "process (BatchNorm in the ASPP pooling branch); raise it or set train.sync_bn=true"
+        )
+    if cfg.data.root is None or not str(cfg.data.root).strip():
+        raise ConfigError("data.root is not set: pass --data ROOT or set data.root in the config")
+    if not Path(cfg.data.root).is_dir():
+        raise DataError(f"data root {cfg.data.root} not found; expected a StreetHazards folder")
+    for key, expected, ok in _RULES:
+        value = getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+    if t.class_weights and t.class_weight_method not in WEIGHT_METHODS:
+        method, options = t.class_weight_method, ", ".join(WEIGHT_METHODS)
+        raise ConfigError(f"train.class_weight_method={method!r}: expected one of {options}")
