@@ -16,7 +16,8 @@ from hazardseg.cli import main
 from hazardseg.config import ExperimentConfig, load_config
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.models.checkpoint import load_checkpoint, load_model
-from hazardseg.training import fit, loop
+from hazardseg.training import fit
+from hazardseg.training.checkpointing import Checkpointer, RunState
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -109,17 +110,17 @@ def test_resume_after_crash_is_bit_exact(
     cfg = make_cfg(shared_tiny_tree, "train.scheduler=poly")
     straight = fit(cfg, tmp_path / "a", progress=False)
 
-    original = loop._Run._save_last
+    original = Checkpointer.save_last
 
-    def crash_after_epoch_1(self: loop._Run) -> None:
-        original(self)
-        if self.state.epoch == 1:
+    def crash_after_epoch_1(self: Checkpointer, state: RunState) -> None:
+        original(self, state)
+        if state.epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop._Run, "_save_last", crash_after_epoch_1)
+    monkeypatch.setattr(Checkpointer, "save_last", crash_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop._Run, "_save_last", original)
+    monkeypatch.setattr(Checkpointer, "save_last", original)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     resumed = fit(cfg, tmp_path / "b", resume=True, progress=False)
 

@@ -21,15 +21,16 @@ from hazardseg.distributed import DistContext, launched_by_torchrun, shard_indic
 from hazardseg.errors import ConfigError, HazardsegError
 from hazardseg.training import (
     EarlyStopping,
+    MetricLogger,
     Scheduler,
     SegmentationLoss,
     build_optimizer,
-    check_resume_config,
     class_pixel_counts,
     class_weights_from_counts,
     poly_factor,
 )
-from hazardseg.training.losses import class_weight_record, read_class_weight_cache
+from hazardseg.training.checkpointing import check_resume_config
+from hazardseg.training.class_weights import class_weight_record, read_class_weight_cache
 from hazardseg.training.metrics_log import MetricsLog, csv_columns, flatten_row
 from hazardseg.training.rundir import (
     best_copy_name,
@@ -325,6 +326,24 @@ def test_metrics_log_writes_jsonl_csv_and_truncates_on_resume(tmp_path: Path) ->
     assert len(MetricsLog.read_rows(tmp_path / "metrics.jsonl")) == 3
 
 
+def test_metric_logger_averages_each_window_and_stamps_rows(tmp_path: Path) -> None:
+    logger = MetricLogger(DistContext(), MetricsLog(tmp_path, ["a"]), elapsed_s=5.0)
+    logger.update(torch.tensor(1.0), images=2)
+    logger.update(torch.tensor(2.5), images=2)
+    loss, images_per_s = logger.window()
+    assert loss == 1.75 and images_per_s > 0
+    logger.new_window()
+    logger.update(torch.tensor(4.0), images=1)
+    assert logger.window()[0] == 4.0
+    row = {"kind": "train", "epoch": 1, "iteration": 3, "loss": loss, "lr": 0.1,
+           "images_per_s": images_per_s}  # fmt: skip
+    logger.log(row)
+    logger.close()
+    written = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert list(written) == [*row, "time_s"] and written["time_s"] >= 5.0
+    MetricLogger(DistContext()).log(row)  # other ranks keep no rows
+
+
 def test_flatten_row() -> None:
     flat = flatten_row({"kind": "val", "iou": {"traffic sign": 0.1}, "miou": 0.2})
     assert flat == {"kind": "val", "iou_traffic_sign": 0.1, "miou": 0.2}
@@ -371,9 +390,8 @@ def test_torchrun_detection_and_sharding() -> None:
 
 
 def test_deeplab_needs_two_images_per_step() -> None:
-    from hazardseg.config import load_config
+    from hazardseg.config import load_config, validate_config
     from hazardseg.errors import ConfigError
-    from hazardseg.training import validate_config
 
     cfg = load_config(None, ["model.name=deeplabv3_resnet50", "train.batch_size=1"])
     with pytest.raises(ConfigError, match="needs at least 2 images per process"):

@@ -1,4 +1,6 @@
-"""Training metrics: rows in RUN_DIR/metrics.jsonl and metrics.csv, scalars in TensorBoard."""
+"""Training metrics: :class:`MetricLogger` averages the loss and throughput over each logging
+window; :class:`MetricsLog` keeps the rows of RUN_DIR/metrics.jsonl and metrics.csv and the
+TensorBoard scalars."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from hazardseg import distributed
+from hazardseg.distributed import DistContext
 from hazardseg.io import atomic_write_text
 
 TRAIN_FIELDS: tuple[str, ...] = ("epoch", "iteration", "loss", "lr", "images_per_s", "time_s")
@@ -104,6 +110,13 @@ class MetricsLog:
                 rows.append(row)
         return rows
 
+    @classmethod
+    def for_run(cls, out_dir: Path, class_names: Sequence[str], iteration: int) -> MetricsLog:
+        """The log of run directory ``out_dir`` resumed at global ``iteration`` (0: a new run):
+        rows logged after it are dropped, TensorBoard writes to ``out_dir/tb``."""
+        rows = cls.read_rows(out_dir / "metrics.jsonl", up_to_iteration=iteration)
+        return cls(out_dir, class_names, rows=rows, tb_dir=out_dir / "tb", purge_step=iteration)
+
     def log(self, row: dict[str, Any]) -> None:
         """Append a row (``kind`` "train" or "val").
 
@@ -160,3 +173,78 @@ class MetricsLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class SmoothedValue:
+    """Sum and count of a tensor value over the current window, kept on the value's device
+    (adding a value does not wait for the GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, value: torch.Tensor) -> None:
+        """Add one value."""
+        self.total += value.double()
+        self.count += 1
+
+    def global_avg(self, ctx: DistContext) -> float:
+        """Mean over the window of every process (a collective call under torchrun)."""
+        total = float(distributed.all_reduce_sum(ctx, self.total.clone()))
+        return total / (self.count * ctx.world_size)
+
+    def reset(self) -> None:
+        """Start a new window."""
+        self.total.zero_()
+        self.count = 0
+
+
+class MetricLogger:
+    """One process's view of the training log: the mean loss and images/s over the current
+    logging window, the run's clock, and (rank 0, ``rows`` given) the metric rows on disk."""
+
+    def __init__(
+        self, ctx: DistContext, rows: MetricsLog | None = None, elapsed_s: float = 0.0
+    ) -> None:
+        self.ctx = ctx
+        self.rows = rows
+        self.loss = SmoothedValue(ctx.device)
+        self.images = 0
+        self._start = time.monotonic() - elapsed_s
+        self._tick = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds the run has trained, the runs it resumes included."""
+        return time.monotonic() - self._start
+
+    def update(self, loss: torch.Tensor, images: int) -> None:
+        """Count one step: its loss and the number of images this process trained on."""
+        self.loss.update(loss)
+        self.images += images * self.ctx.world_size
+
+    def window(self) -> tuple[float, float]:
+        """Mean loss over the processes and images/s of all processes since the window
+        started (a collective call under torchrun)."""
+        loss = self.loss.global_avg(self.ctx)
+        return loss, self.images / max(time.monotonic() - self._tick, 1e-9)
+
+    def new_window(self) -> None:
+        """Start a new logging window."""
+        self.loss.reset()
+        self.images = 0
+        self._tick = time.monotonic()
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Record a metrics row stamped with ``time_s`` (a no-op without ``rows``)."""
+        if self.rows is not None:
+            self.rows.log({**row, "time_s": self.elapsed()})
+
+    def flush(self) -> None:
+        """Write the rows logged so far."""
+        if self.rows is not None:
+            self.rows.flush()
+
+    def close(self) -> None:
+        """Write pending rows; close TensorBoard."""
+        if self.rows is not None:
+            self.rows.close()

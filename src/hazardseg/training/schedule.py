@@ -8,11 +8,8 @@ from typing import Any
 
 import torch
 
-from hazardseg.config import TrainConfig
+from hazardseg.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from hazardseg.errors import ConfigError
-
-OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
-SCHEDULERS: tuple[str, ...] = ("plateau", "poly", "none")
 
 
 def build_optimizer(

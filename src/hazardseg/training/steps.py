@@ -1,21 +1,16 @@
-"""One training step and one validation pass; mixed precision and seeding settings."""
+"""One training step; mixed precision, seeding and determinism settings."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from hazardseg.config import TrainConfig
-from hazardseg.distributed import DistContext
+from hazardseg.config import AMP_MODES, TrainConfig
 from hazardseg.errors import ConfigError
-from hazardseg.metrics.segmentation import ConfusionMatrix
-
-AMP_MODES: tuple[str, ...] = ("auto", "bf16", "fp16", "none")
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic algorithms when asked (warning where none exists); else, on CUDA, let
+    cuDNN pick the fastest convolution algorithms."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A 63-bit seed derived from (seed, epoch, rank) only, so an epoch's randomness does not
     depend on what ran before it (resumed and uninterrupted runs draw the same numbers)."""
@@ -107,45 +112,3 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
-
-
-@torch.inference_mode()
-def validate(
-    model: torch.nn.Module,
-    batches: Iterable[dict[str, Any]],
-    num_classes: int,
-    device: torch.device,
-    precision: Precision,
-    ctx: DistContext,
-    channels_last: bool = False,
-) -> ConfusionMatrix:
-    """Accumulate a dataset-level confusion matrix (summed over ranks) of ``model``'s argmax.
-
-    Uses the one forward pass (:func:`hazardseg.models.inference.forward_logits`) with the
-    run's precision: logits are resized bilinearly to the mask's resolution when they differ.
-    The matrix is accumulated on ``device`` and reduced inside the training process group.
-    """
-    from hazardseg.models.inference import forward_logits
-
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(num_classes)
-    cm.matrix = cm.matrix.to(device)
-    try:
-        for batch in batches:
-            masks = batch["mask"].to(device, non_blocking=True)
-            logits, _ = forward_logits(
-                model,
-                batch["image"],
-                device,
-                masks.shape[-2:],
-                precision=precision.label,
-                channels_last=channels_last,
-            )
-            cm.update(logits.argmax(dim=1), masks)
-    finally:
-        model.train(was_training)
-    if ctx.enabled:
-        cm.all_reduce()
-    cm.matrix = cm.matrix.cpu()
-    return cm

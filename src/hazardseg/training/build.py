@@ -1,0 +1,134 @@
+"""What a run builds from its config: the data loaders and the model (DDP-wrapped under
+torchrun)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from hazardseg import distributed
+from hazardseg.config import ExperimentConfig, TrainConfig
+from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.transforms import build_eval_transform, build_train_transform
+from hazardseg.distributed import DistContext
+from hazardseg.errors import DataError
+from hazardseg.models.registry import create_model
+
+
+@dataclass
+class Loaders:
+    """The training loader (with its sampler and generator, reseeded every epoch), this
+    process's shard of the validation split, and the training label files."""
+
+    train: DataLoader
+    val: DataLoader
+    sampler: DistributedSampler
+    generator: torch.Generator
+    label_paths: list[Path]
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Seed the shuffling and the data-loading workers' randomness of ``epoch``."""
+        self.generator.manual_seed(seed)
+        self.sampler.set_epoch(epoch)
+
+
+def class_names_for(num_classes: int) -> list[str]:
+    """StreetHazards names for 13 classes, else ``class_<i>``."""
+    if num_classes == len(KNOWN_CLASS_NAMES):
+        return list(KNOWN_CLASS_NAMES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
+    """The loaders of ``cfg.data``: training shuffled and split over the processes
+    (``drop_last``), validation sharded without padding."""
+    d = cfg.data
+    train_ds = StreetHazards(
+        d.root, d.train_split, build_train_transform(cfg.augment), max_images=d.max_train_images
+    )
+    val_ds = StreetHazards(
+        d.root,
+        d.val_split,
+        build_eval_transform(cfg.eval.resize, at_label_resolution=cfg.eval.at_label_resolution),
+        max_images=d.max_val_images,
+    )
+    per_step = cfg.train.batch_size * ctx.world_size
+    if len(train_ds) < per_step:
+        raise DataError(
+            f"{d.root}: split {d.train_split!r} has {len(train_ds)} images, fewer than one step "
+            f"(train.batch_size {cfg.train.batch_size} x {ctx.world_size} processes)"
+        )
+    sampler = DistributedSampler(
+        train_ds,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=cfg.train.seed,
+        drop_last=True,
+    )
+    generator = torch.Generator()
+    pin = ctx.device.type == "cuda"
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        drop_last=True,
+        pin_memory=pin,
+        generator=generator,
+    )
+    val_loader = DataLoader(
+        Subset(val_ds, distributed.shard_indices(len(val_ds), ctx)),
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=d.num_workers,
+        pin_memory=pin,
+    )
+    labels = [s.label_path for s in train_ds.samples]
+    return Loaders(train_loader, val_loader, sampler, generator, labels)
+
+
+def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm layer; return how many."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+            n += 1
+    return n
+
+
+def build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
+    """``cfg.model`` on this process's device (SyncBatchNorm and channels_last as configured)."""
+    model = create_model(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained)
+    if cfg.train.bn_momentum is not None:
+        set_bn_momentum(model, cfg.train.bn_momentum)
+    if ctx.enabled and cfg.train.sync_bn and ctx.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(ctx.device)
+    if uses_channels_last(cfg.train, ctx):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def uses_channels_last(cfg: TrainConfig, ctx: DistContext) -> bool:
+    """Whether the run keeps images and weights in channels_last memory format (CUDA only)."""
+    return ctx.device.type == "cuda" and cfg.channels_last
+
+
+def wrap_for_processes(
+    model: torch.nn.Module, cfg: TrainConfig, ctx: DistContext
+) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel under torchrun, else itself."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+    # an aux head whose loss weight is 0 gets no gradient: DDP must be told
+    unused = bool(getattr(model, "has_aux", False)) and cfg.aux_weight == 0
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)

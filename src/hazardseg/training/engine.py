@@ -1,0 +1,186 @@
+"""The two passes of training: :func:`train_one_epoch` and :func:`validate`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hazardseg import distributed
+from hazardseg.config import TrainConfig
+from hazardseg.distributed import DistContext
+from hazardseg.errors import ConfigError
+from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.models.inference import forward_logits
+from hazardseg.training.checkpointing import RunState
+from hazardseg.training.metrics_log import MetricLogger
+from hazardseg.training.schedule import Scheduler
+from hazardseg.training.steps import Precision, train_step
+
+
+@dataclass
+class Optimization:
+    """What a training step needs: the model (DDP-wrapped under torchrun), the loss, the
+    optimiser with its per-iteration schedule and gradient scaler, and the precision."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    device: torch.device
+    grad_clip: float | None = None
+    channels_last: bool = False
+
+    def step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimiser step on ``batch``; returns the detached loss."""
+        return train_step(
+            self.model, batch, self.criterion, self.optimizer, self.scaler, self.precision,
+            self.device, self.grad_clip, self.channels_last,
+        )  # fmt: skip
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def iterations_per_epoch(loader: DataLoader, cfg: TrainConfig) -> int:
+    """Batches in an epoch: the loader's, at most ``cfg.max_iters_per_epoch``."""
+    if cfg.max_iters_per_epoch is None:
+        return len(loader)
+    return min(len(loader), cfg.max_iters_per_epoch)
+
+
+def validates_after(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether a validation follows ``epoch``: every ``cfg.val_every_epochs`` and the last."""
+    return epoch % cfg.val_every_epochs == 0 or epoch == cfg.epochs
+
+
+def train_one_epoch(
+    opt: Optimization,
+    loader: DataLoader,
+    cfg: TrainConfig,
+    epoch: int,
+    state: RunState,
+    logger: MetricLogger,
+    validate_now: Callable[[], None],
+    progress: bool = False,
+) -> None:
+    """Train epoch ``epoch`` over :func:`iterations_per_epoch` batches of ``loader``.
+
+    Counts steps in ``state.global_iter``, logs a "train" row (mean loss over the processes,
+    learning rate, images/s) every ``cfg.log_every_iters`` steps and after the last, and calls
+    ``validate_now`` every ``cfg.val_every_iters`` steps (not on the last one when a validation
+    follows the epoch anyway), stopping once it sets ``state.stopped_early``. Raises ConfigError
+    when the loss stops being finite.
+    """
+    iters = iterations_per_epoch(loader, cfg)
+    val_at_end = validates_after(epoch, cfg)
+    opt.model.train()
+    logger.new_window()
+    bar = tqdm(
+        total=iters,
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for i, batch in enumerate(loader):
+        if i >= iters:
+            break
+        loss = opt.step(batch)
+        lr = opt.lr
+        opt.scheduler.step_iteration()
+        state.global_iter += 1
+        logger.update(loss, batch["image"].shape[0])
+        bar.update(1)
+        last = i + 1 == iters
+        if state.global_iter % cfg.log_every_iters == 0 or last:
+            mean_loss, images_per_s = logger.window()
+            if not math.isfinite(mean_loss):
+                raise ConfigError(
+                    f"training loss became {mean_loss} at iteration {state.global_iter}; "
+                    f"lower train.lr (now {cfg.lr}) or enable train.grad_clip"
+                )
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}")
+            logger.log(
+                {
+                    "kind": "train",
+                    "epoch": epoch,
+                    "iteration": state.global_iter,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "images_per_s": images_per_s,
+                }
+            )
+            logger.new_window()
+        every = cfg.val_every_iters
+        if every and state.global_iter % every == 0 and not (last and val_at_end):
+            validate_now()
+            opt.model.train()
+            if state.stopped_early:
+                break
+    bar.close()
+
+
+def validate(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    num_classes: int,
+    precision: Precision,
+    ctx: DistContext,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> ConfusionMatrix:
+    """The dataset-level confusion matrix of ``model``'s argmax over ``loader`` (this
+    process's shard), summed over the processes.
+
+    Every process first takes rank 0's buffers (BatchNorm statistics), so the score is that of
+    the model best.pt would hold. Uses the one forward pass
+    (:func:`hazardseg.models.inference.forward_logits`) with the run's precision: logits are
+    resized bilinearly to the mask's resolution when they differ.
+    """
+    distributed.broadcast_buffers(ctx, model)
+    batches = tqdm(loader, desc="validation", disable=not progress, dynamic_ncols=True, leave=False)
+    return _confusion_matrix(model, batches, num_classes, precision, ctx, channels_last)
+
+
+@torch.inference_mode()
+def _confusion_matrix(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    num_classes: int,
+    precision: Precision,
+    ctx: DistContext,
+    channels_last: bool,
+) -> ConfusionMatrix:
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    cm.matrix = cm.matrix.to(ctx.device)
+    try:
+        for batch in batches:
+            masks = batch["mask"].to(ctx.device, non_blocking=True)
+            logits, _ = forward_logits(
+                model,
+                batch["image"],
+                ctx.device,
+                masks.shape[-2:],
+                precision=precision.label,
+                channels_last=channels_last,
+            )
+            cm.update(logits.argmax(dim=1), masks)
+    finally:
+        model.train(was_training)
+    if ctx.enabled:
+        cm.all_reduce()
+    cm.matrix = cm.matrix.cpu()
+    return cm
