@@ -102,7 +102,14 @@ def test_anomalous_logits_score_higher() -> None:
 # ------------------------------------------------------------------ registry
 def test_registry_errors_and_parsing() -> None:
     assert list_methods() == [
-        "msp", "max_logit", "energy", "entropy", "sml", "heat", "knn", "mahalanobis"
+        "msp",
+        "max_logit",
+        "energy",
+        "entropy",
+        "sml",
+        "heat",
+        "knn",
+        "mahalanobis",
     ]
     with pytest.raises(HazardsegError, match="unknown anomaly method 'foo'"):
         create_method("foo")
