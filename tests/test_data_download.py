@@ -176,6 +176,60 @@ def test_unsafe_and_bad_archives_rejected(tmp_path: Path) -> None:
     assert main(["data", "download", str(tmp_path / "r"), "--from-archive", "missing.tar"]) == 2
 
 
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _member("a/../../escape.txt"),
+        _member("link", tarfile.SYMTYPE, "/etc/passwd"),
+        _member("d/link", tarfile.SYMTYPE, "../../outside"),
+        _member("hard", tarfile.LNKTYPE, "../outside"),
+        _member("dev", tarfile.CHRTYPE),
+        _member("fifo", tarfile.FIFOTYPE),
+    ],
+    ids=["dotdot", "abs-symlink", "escaping-symlink", "hardlink", "device", "fifo"],
+)
+def test_extraction_without_data_filter_refuses_what_the_filter_refuses(
+    tmp_path: Path, member: tarfile.TarInfo
+) -> None:
+    """Pythons before 3.11.4 have no tarfile "data" filter; the fallback check refuses the same
+    members (and the real filter, where present, refuses them too)."""
+    from hazardseg.data.download import _checked_member
+
+    with pytest.raises(tarfile.ExtractError):
+        _checked_member(member, tmp_path)
+    if hasattr(tarfile, "data_filter"):
+        with pytest.raises(tarfile.FilterError):
+            tarfile.data_filter(member, str(tmp_path))
+
+
+def test_extraction_without_data_filter_keeps_safe_members_and_drops_special_bits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hazardseg.data.download import _checked_member
+
+    ok = _checked_member(_member("a/b.txt", mode=0o6777), tmp_path)
+    assert ok.name == "a/b.txt" and ok.mode == 0o755
+    assert _checked_member(_member("/abs.txt"), tmp_path).name == "abs.txt"  # as the filter does
+    assert _checked_member(_member("d", tarfile.DIRTYPE, mode=0o1777), tmp_path).mode == 0o755
+    assert _checked_member(_member("a/l", tarfile.SYMTYPE, "b.txt"), tmp_path).linkname == "b.txt"
+    # the whole extraction on the fallback path, as on Python 3.11.0-3.11.3
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(DataError, match=r"evil\.tar: cannot extract .*outside"):
+        extract_archive(evil, tmp_path / "root")
+    assert not (tmp_path / "escape.txt").exists()
+
+
 def test_download_that_does_not_extract_is_removed(tmp_path: Path) -> None:
     from hazardseg.data.download import download_dataset
     from hazardseg.errors import DataError

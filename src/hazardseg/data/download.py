@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import filecmp
 import http.client
 import os
@@ -135,10 +136,39 @@ def download_file(
     return dest
 
 
+def _checked_member(member: tarfile.TarInfo, into: Path) -> tarfile.TarInfo:
+    """tarfile's "data" filter for Pythons without it (before 3.11.4): strip leading slashes;
+    refuse names or links that leave ``into`` (absolute link targets included), devices and
+    FIFOs; drop setuid/setgid/sticky bits and write permission for group and others; the owner
+    may read and write."""
+    dest = into.resolve()
+    name = member.name.lstrip("/" + os.sep)
+    if os.path.isabs(name):
+        raise tarfile.ExtractError(f"{member.name!r} is an absolute path")
+    target = (dest / name).resolve()
+    if not target.is_relative_to(dest):
+        raise tarfile.ExtractError(f"{name!r} would be extracted outside the destination")
+    if member.isdev() or member.isfifo():
+        raise tarfile.ExtractError(f"{name!r} is a special file")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        base = target.parent if member.issym() else dest
+        if os.path.isabs(link) or not (base / link).resolve().is_relative_to(dest):
+            raise tarfile.ExtractError(f"{name!r} links outside the destination")
+    checked = copy.copy(member)
+    checked.name = name
+    checked.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+    return checked
+
+
 def _safe_extract(archive: Path, into: Path) -> None:
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, filter="data")
+            else:
+                members = [_checked_member(m, into) for m in tar.getmembers()]
+                tar.extractall(into, members=members)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: cannot extract ({exc}); expected a tar archive") from None
 
