@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -76,6 +74,8 @@ class HieraSegModel(SegmentationModel):
             raise HazardsegError(
                 f"{name}: img_size {img_size!r} must be two positive multiples of 32 (H, W)"
             )
+        import timm  # here, not at import: importing hazardseg.models stays free of timm
+
         self.encoder = timm.create_model(
             variant, pretrained=False, features_only=True, img_size=(height, width)
         )
@@ -105,6 +105,8 @@ class HieraSegModel(SegmentationModel):
     def load_backbone_weights(self, path: Path) -> None:
         """Load timm Hiera weights (``model.safetensors``); the ImageNet head is dropped and the
         224-px position embedding resampled to ``img_size``."""
+        from timm.layers import resample_abs_pos_embed
+
         own = self.encoder.state_dict()
         state: dict[str, Tensor] = {}
         for key, value in read_state_dict(path).items():

@@ -32,8 +32,15 @@ class ModelSpec:
     name: str
     family: str
     builder: Callable[..., SegmentationModel]
-    weights: WeightsSource | None
+    source: WeightsSource | Callable[[], WeightsSource] | None
+    """The backbone weights file, or a function naming it on first use (so a family can take
+    the name from its third-party package without importing that package at registration)."""
     description: str
+
+    @property
+    def weights(self) -> WeightsSource | None:
+        """Which cached file ``pretrained="imagenet"`` loads into the backbone, if any."""
+        return self.source() if callable(self.source) else self.source
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -41,12 +48,15 @@ _REGISTRY: dict[str, ModelSpec] = {}
 B = TypeVar("B", bound=Callable[..., SegmentationModel])
 
 
-def register_model(*, family: str, weights: WeightsSource | None = None) -> Callable[[B], B]:
+def register_model(
+    *, family: str, weights: WeightsSource | Callable[[], WeightsSource] | None = None
+) -> Callable[[B], B]:
     """Decorator registering ``builder(num_classes, **options) -> SegmentationModel`` under the
     builder's own name.
 
     The builder creates a randomly initialised model and never touches the network;
-    ``weights`` says which cached file ``pretrained="imagenet"`` loads into the backbone.
+    ``weights`` says which cached file ``pretrained="imagenet"`` loads into the backbone (or
+    is a function returning it, called only when the weights are asked about).
     """
 
     def decorate(builder: B) -> B:

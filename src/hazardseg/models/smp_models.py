@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import segmentation_models_pytorch as smp
-from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -13,10 +13,19 @@ from hazardseg.models.base import SegmentationModel, check_input, upsample_to
 from hazardseg.models.pretrained import WeightsSource, load_backbone_weights, read_state_dict
 from hazardseg.models.registry import register_model
 
+if TYPE_CHECKING:
+    import segmentation_models_pytorch as smp
+
+# segmentation_models_pytorch (and timm under it) is imported when a model is built or its
+# weights file is asked about, not when the family registers: importing hazardseg.models
+# stays free of it.
+
 
 def smp_imagenet_source(encoder: str) -> WeightsSource:
     """The Hugging Face hub file smp 0.6 would fetch for ``encoder_weights="imagenet"``."""
-    settings = SMP_ENCODERS[encoder]["pretrained_settings"]["imagenet"]
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders[encoder]["pretrained_settings"]["imagenet"]
     repo, rev = settings["repo_id"], settings["revision"]
     return WeightsSource(
         filename="model.safetensors",
@@ -79,58 +88,62 @@ class SMPModel(SegmentationModel):
 
 
 def _deeplabv3plus(name: str, encoder: str, num_classes: int) -> SMPModel:
+    import segmentation_models_pytorch as smp
+
     net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes)
     return SMPModel(name, net, pad_multiple=32)
 
 
 def _segformer(name: str, encoder: str, num_classes: int) -> SMPModel:
+    import segmentation_models_pytorch as smp
+
     net = smp.Segformer(encoder_name=encoder, encoder_weights=None, classes=num_classes)
     return SMPModel(name, net, pad_multiple=32)
 
 
-@register_model(family="deeplabv3plus", weights=smp_imagenet_source("resnet50"))
+@register_model(family="deeplabv3plus", weights=partial(smp_imagenet_source, "resnet50"))
 def deeplabv3plus_resnet50(num_classes: int = 13) -> SMPModel:
     """DeepLabV3+ (ASPP + low-level decoder, output stride 16) on ResNet50, via smp."""
     return _deeplabv3plus("deeplabv3plus_resnet50", "resnet50", num_classes)
 
 
-@register_model(family="deeplabv3plus", weights=smp_imagenet_source("resnet101"))
+@register_model(family="deeplabv3plus", weights=partial(smp_imagenet_source, "resnet101"))
 def deeplabv3plus_resnet101(num_classes: int = 13) -> SMPModel:
     """DeepLabV3+ (ASPP + low-level decoder, output stride 16) on ResNet101, via smp."""
     return _deeplabv3plus("deeplabv3plus_resnet101", "resnet101", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b0"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b0"))
 def segformer_b0(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B0 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b0", "mit_b0", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b1"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b1"))
 def segformer_b1(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B1 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b1", "mit_b1", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b2"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b2"))
 def segformer_b2(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B2 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b2", "mit_b2", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b3"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b3"))
 def segformer_b3(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B3 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b3", "mit_b3", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b4"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b4"))
 def segformer_b4(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B4 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b4", "mit_b4", num_classes)
 
 
-@register_model(family="segformer", weights=smp_imagenet_source("mit_b5"))
+@register_model(family="segformer", weights=partial(smp_imagenet_source, "mit_b5"))
 def segformer_b5(num_classes: int = 13) -> SMPModel:
     """SegFormer with a MiT-B5 encoder and the all-MLP decoder (256-d), via smp."""
     return _segformer("segformer_b5", "mit_b5", num_classes)
