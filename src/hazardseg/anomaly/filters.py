@@ -1,7 +1,8 @@
 """Small neighbourhood filters on (N, ..., H, W) tensors built from shifted slices.
 
 On the CPU these are several times faster than max/avg pooling or convolution with a
-one-channel kernel, and they are exact (integer and boolean ops, or float sums).
+one-channel kernel, and they are exact (integer and boolean ops, or float sums). Also
+:func:`resize_map`, which brings a score map from the feature grid to the logits' size.
 """
 
 from __future__ import annotations
@@ -59,3 +60,12 @@ def box_mean_replicate(x: torch.Tensor, kernel: int) -> torch.Tensor:
     for i in range(1, kernel):
         out += v[..., :, i : i + w]
     return out / float(kernel * kernel)
+
+
+def resize_map(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Per-pixel maps (N, h, w) at ``size`` (H, W), bilinear (align_corners=False); unchanged
+    when already that size."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    out = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)
+    return out[:, 0]

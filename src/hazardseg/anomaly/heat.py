@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
-from hazardseg.anomaly.filters import box_mean_replicate
+from hazardseg.anomaly.filters import box_mean_replicate, resize_map
 from hazardseg.anomaly.registry import register_method
 from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.anomaly.scores import energy as energy_score
@@ -180,10 +180,7 @@ class HEAT(AnomalyMethod):
         assert sample is not None
         m_moments = _Moments()
         for f in sample.split(8):
-            m = self.mahalanobis(f)[:, None]
-            if m.shape[-2:] != self._logit_size:
-                m = F.interpolate(m, size=self._logit_size, mode="bilinear", align_corners=False)
-            m_moments.update(m)
+            m_moments.update(resize_map(self.mahalanobis(f), self._logit_size)[:, None])
         stats = [self._moments["energy"], m_moments, self._moments["kl"]]
         self.norm = torch.tensor([m.mean_std() for m in stats], dtype=torch.float32)
         del self._gauss, self._moments, self._sample
@@ -223,10 +220,7 @@ class HEAT(AnomalyMethod):
         """
         self.check_fitted()
         e, k, r = self._logit_terms(logits, features.shape[-2:])
-        m = self.mahalanobis(features)[:, None]
-        if m.shape[-2:] != logits.shape[-2:]:
-            m = F.interpolate(m, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        return e, m[:, 0], k, r
+        return e, resize_map(self.mahalanobis(features), logits.shape[-2:]), k, r
 
     def _logit_terms(
         self, logits: torch.Tensor, grid: tuple[int, int] | torch.Size

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.anomaly.filters import resize_map
 from hazardseg.anomaly.registry import register_method
 from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.errors import HazardsegError
@@ -52,12 +53,16 @@ def pixel_features(features: torch.Tensor, exact: bool = False) -> torch.Tensor:
     ``exact`` normalises in float64, so a row's float32 result does not depend on the batch
     it came in (the bank's keys hash those bits).
     """
-    d = features.shape[1]
-    rows = features.permute(0, 2, 3, 1).reshape(-1, d)
+    rows = feature_rows(features)
     if exact:
         r64 = rows.double()
         return (r64 / r64.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
-    return F.normalize(rows.float(), dim=1, eps=1e-12)
+    return F.normalize(rows, dim=1, eps=1e-12)
+
+
+def feature_rows(features: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) feature maps -> (N*h*w, D) float32 rows, pixel by pixel."""
+    return features.float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
 def labels_at(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -194,10 +199,7 @@ class KNN(AnomalyMethod):
         if d != self.bank.shape[1]:
             raise HazardsegError(f"kNN: fitted on {self.bank.shape[1]}-dim features, got {d}-dim")
         dist = kth_nn_distance(pixel_features(features), self.bank, self.k)
-        dist = dist.reshape(n, 1, h, w)
-        if (h, w) != tuple(logits.shape[-2:]):
-            dist = F.interpolate(dist, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        return dist[:, 0]
+        return resize_map(dist.reshape(n, h, w), logits.shape[-2:])
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

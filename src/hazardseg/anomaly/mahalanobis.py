@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from hazardseg.anomaly.base import AnomalyMethod
-from hazardseg.anomaly.knn import labels_at
+from hazardseg.anomaly.filters import resize_map
+from hazardseg.anomaly.knn import feature_rows, labels_at, pixel_features
 from hazardseg.anomaly.registry import register_method
 from hazardseg.errors import HazardsegError
 
@@ -120,9 +120,7 @@ class Mahalanobis(AnomalyMethod):
         return {"shrinkage": self.shrinkage, "normalize": self.normalize}
 
     def _rows(self, features: torch.Tensor) -> torch.Tensor:
-        d = features.shape[1]
-        rows = features.float().permute(0, 2, 3, 1).reshape(-1, d)
-        return F.normalize(rows, dim=1, eps=1e-12) if self.normalize else rows
+        return pixel_features(features) if self.normalize else feature_rows(features)
 
     def fit_begin(self) -> None:
         self._acc: ClassGaussianAccumulator | None = None
@@ -166,10 +164,7 @@ class Mahalanobis(AnomalyMethod):
             )
         rows = self._rows(features)
         dist = min_distance(rows, self.projection, self.class_means, self.class_valid)
-        dist = dist.reshape(n, 1, h, w)
-        if (h, w) != tuple(logits.shape[-2:]):
-            dist = F.interpolate(dist, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        return dist[:, 0]
+        return resize_map(dist.reshape(n, h, w), logits.shape[-2:])
 
     def state_dict(self) -> dict[str, Any]:
         self.check_fitted()
