@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from hazardseg.data.classes import ODGT_NAMES, SPLITS, TOWNS
 
@@ -99,3 +101,26 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class TinyNet(nn.Module):
+    """A deterministic stand-in segmentation model for the anomaly-method tests: features at
+    stride 2, ``num_classes`` classes; counts its forward calls."""
+
+    def __init__(self, num_classes: int = 5, dim: int = 6, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.body = nn.Conv2d(3, dim, 3, padding=1)
+        self.head = nn.Conv2d(dim, num_classes, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        f = torch.tanh(F.avg_pool2d(self.body(x), 2))
+        out = {"out": F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear")}
+        if return_features:
+            out["features"] = f
+        return out

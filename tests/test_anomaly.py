@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from conftest import TinyNet
 from hazardseg.anomaly import create_method, list_methods, parse_methods
 from hazardseg.anomaly.heat import HEAT, spatial_kl
 from hazardseg.anomaly.scores import energy, entropy, max_logit, msp
@@ -29,26 +29,6 @@ from hazardseg.anomaly.state import (
 from hazardseg.errors import CheckpointError, HazardsegError
 
 torch.set_num_threads(1)
-
-
-class TinyNet(nn.Module):
-    """A deterministic stand-in segmentation model: features at stride 2, 5 classes."""
-
-    def __init__(self, num_classes: int = 5, dim: int = 6, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.body = nn.Conv2d(3, dim, 3, padding=1)
-        self.head = nn.Conv2d(dim, num_classes, 1)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
-        f = torch.tanh(F.avg_pool2d(self.body(x), 2))
-        out = {"out": F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear")}
-        if return_features:
-            out["features"] = f
-        return out
 
 
 def _images(n: int = 5, size: tuple[int, int] = (20, 24), seed: int = 1) -> torch.Tensor:

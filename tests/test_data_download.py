@@ -160,12 +160,17 @@ def test_from_archive(
     assert code == 0 and "test: 3 images" in out and "train:" not in out
 
 
-def test_unsafe_and_bad_archives_rejected(tmp_path: Path) -> None:
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
+def _escaping_archive(path: Path) -> Path:
+    """A tar archive whose one member would land outside the destination."""
+    with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("../escape.txt")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"bad"))
+    return path
+
+
+def test_unsafe_and_bad_archives_rejected(tmp_path: Path) -> None:
+    evil = _escaping_archive(tmp_path / "evil.tar")
     with pytest.raises(DataError, match=r"evil\.tar: cannot extract"):
         extract_archive(evil, tmp_path / "root")
     assert not (tmp_path / "escape.txt").exists()
@@ -220,11 +225,7 @@ def test_extraction_without_data_filter_keeps_safe_members_and_drops_special_bit
     assert _checked_member(_member("a/l", tarfile.SYMTYPE, "b.txt"), tmp_path).linkname == "b.txt"
     # the whole extraction on the fallback path, as on Python 3.11.0-3.11.3
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        info = tarfile.TarInfo("../escape.txt")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"bad"))
+    evil = _escaping_archive(tmp_path / "evil.tar")
     with pytest.raises(DataError, match=r"evil\.tar: cannot extract .*outside"):
         extract_archive(evil, tmp_path / "root")
     assert not (tmp_path / "escape.txt").exists()

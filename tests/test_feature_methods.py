@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import make_tiny_tree
+from conftest import TinyNet, make_tiny_tree
 from hazardseg.anomaly import create_method, fit_methods
 from hazardseg.anomaly.heat import HEAT
 from hazardseg.anomaly.knn import KNN, kth_nn_distance, pixel_features
@@ -27,28 +27,6 @@ from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
-
-
-class TinyNet(nn.Module):
-    """A deterministic stand-in segmentation model that counts its forward calls."""
-
-    def __init__(self, num_classes: int = 5, dim: int = 6, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.body = nn.Conv2d(3, dim, 3, padding=1)
-        self.head = nn.Conv2d(dim, num_classes, 1)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
-        self.calls += 1
-        f = torch.tanh(F.avg_pool2d(self.body(x), 2))
-        out = {"out": F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear")}
-        if return_features:
-            out["features"] = f
-        return out
 
 
 def _data(n: int = 6, size: tuple[int, int] = (20, 24)) -> tuple[torch.Tensor, torch.Tensor]:
