@@ -425,3 +425,76 @@ def test_predict_video_streams_overlay_and_frame_records(exported, tmp_path, bac
     assert (out / "drive" / "overlay.mp4").stat().st_size > 0
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["videos"][0]["out"] == str(out / "drive")
+
+
+class _TiedClasses(nn.Module):
+    """Classes 0 and 1 share their weights up to ~1e-7: their logits tie to float rounding at
+    many pixels, where onnxruntime and PyTorch may pick different classes."""
+
+    num_classes = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.body = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.head.weight[1] = self.head.weight[0] + 3e-7 * torch.randn(
+                self.head.weight[0].shape, generator=g
+            )
+            self.head.bias[1] = self.head.bias[0]
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
+        f = torch.nn.functional.avg_pool2d(torch.tanh(self.body(x)), 2)
+        logits = torch.nn.functional.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear")
+        return {"out": logits}
+
+
+@pytest.mark.parametrize(
+    ("dynamic", "height", "width"), [(False, 37, 53), (False, 96, 128), (True, 40, 56)]
+)
+def test_sml_export_passes_its_check_where_logits_tie(
+    tmp_path, one_torch_thread, dynamic, height, width
+):
+    """SML uses the predicted class; where the two largest logits tie to float rounding the
+    backends may choose differently and SML's maps then differ near those pixels. The check
+    compares SML away from them (its label reach) and still catches real differences."""
+    model = _TiedClasses().eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    stats = ClassStats(4)
+    stats.update(*logits["out"].max(dim=1))
+    sml = create_method("sml")
+    sml.fit_from_stats(stats)
+    report = export_model(
+        model,
+        tmp_path / "tied.onnx",
+        options=ExportOptions(height=height, width=width, dynamic=dynamic, threads=1),
+        methods={"sml": sml, "max_logit": create_method("max_logit")},
+    )
+    check = report.check
+    assert check["argmax_disagreements"] > 0  # the situation this test is about
+    assert check["score_pixels_near_ties"]["sml"] > 0
+    assert "max_logit" not in check["score_pixels_near_ties"]  # continuous: compared everywhere
+    assert check["score_max_abs_diff"]["sml"] <= 1e-4
+    assert "tie to float rounding" in report.summary()
+
+
+def test_score_difference_leaves_out_only_the_reach_of_flipped_pixels():
+    from hazardseg.deploy.onnx_check import score_difference
+
+    ref = np.zeros((1, 40, 40), np.float32)
+    flips = np.zeros((1, 40, 40), bool)
+    flips[0, 10, 10] = True
+    got = ref.copy()
+    got[0, 13, 13] = 0.5  # within reach 3 of the flipped pixel
+    assert score_difference(ref, got, flips, 3) == (0.0, 49)
+    assert score_difference(ref, got, flips, 2)[0] == 0.5  # just outside a reach of 2
+    assert score_difference(ref, got, flips, None) == (0.5, 0)  # continuous score: everywhere
+    got[0, 30, 30] = 0.25  # far from any flip: a real difference
+    assert score_difference(ref, got, flips, 3)[0] == 0.25
+    assert create_method("sml").label_reach == 1 + 3 + 4 + 18
+    assert create_method("sml", smoothing=False, boundary_suppression=False).label_reach == 0
+    assert create_method("max_logit").label_reach is None

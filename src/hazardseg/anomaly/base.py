@@ -45,6 +45,19 @@ class AnomalyMethod:
         """Anomaly score (N, H, W) float32 at the logits' resolution."""
         raise NotImplementedError
 
+    @property
+    def label_reach(self) -> int | None:
+        """How far (pixels, Chebyshev distance) the predicted class of one pixel can change
+        this method's score; None when every score is a continuous function of its own
+        pixel's logits (then two near-equal logit maps give near-equal scores).
+
+        Methods that use the argmax (class-wise statistics, label boundaries) are
+        discontinuous where the two largest logits tie: two backends whose logits agree to
+        float rounding may pick different classes there, and the scores may then differ
+        within this distance of such a pixel.
+        """
+        return None
+
     def fit(
         self,
         model: nn.Module,

@@ -289,6 +289,18 @@ class SML(AnomalyMethod):
         self.mean, self.std = (t.float() for t in stats.mean_std())
         self.fitted = True
 
+    @property
+    def label_reach(self) -> int:
+        """The label boundary (1 pixel), its widening, one pixel per suppression iteration
+        and the dilated smoothing's radius: how far one pixel's predicted class acts."""
+        reach = 0
+        if self.boundary_suppression and self.boundary_iterations:
+            widths = boundary_widths(self.boundary_width, self.boundary_iterations)
+            reach += 1 + max(widths) + self.boundary_iterations
+        if self.smoothing:
+            reach += self.dilation * (self.kernel_size - 1) // 2
+        return reach
+
     def standardized_max_logit(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``((max_logit - mean[c]) / std[c], c)`` with c the predicted class."""
         self.check_fitted()

@@ -151,6 +151,16 @@ class ExportReport:
                 f"{c['confidence_max_abs_diff']:.2e}"
                 + (f"; scores max |diff|: {scores}" if scores else "")
             )
+            ties = c.get("score_pixels_near_ties") or {}
+            if ties:
+                lines.append(
+                    f"{c['argmax_disagreements']} pixel(s) where the top two logits tie to float "
+                    "rounding took another class in onnxruntime; scores that use the class ("
+                    + ", ".join(ties)
+                    + ") were compared away from them ("
+                    + ", ".join(f"{k} {v} px" for k, v in ties.items())
+                    + " left out)"
+                )
         return "\n".join(lines)
 
     @staticmethod
