@@ -25,6 +25,7 @@ from PIL import Image
 
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, PALETTE, SPLITS, TOWNS
 from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.spec import RunOptions, resolve_spec
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 
@@ -88,16 +89,16 @@ def main() -> None:
             best_metric=None,
         )
         bare = time_forward(model, args.size, args.images)
-        evaluate(ckpt, root, "test", "all", None, fit_images=2, max_images=1)  # fit + warm-up
+        spec = resolve_spec(None, {"methods": "all", "fit_images": 2})
+        evaluate(ckpt, root, "test", spec, RunOptions(max_images=1))  # fit + warm-up
         runs = {
             overlap: evaluate(
                 ckpt,
                 root,
                 "test",
-                "all",
-                Path(tmp) / f"eval{overlap}",
-                fit_images=2,
-                overlap=overlap,
+                spec,
+                RunOptions(overlap=overlap),
+                out_dir=Path(tmp) / f"eval{overlap}",
             )
             for overlap in (False, True)
         }

@@ -35,7 +35,7 @@ from hazardseg.deploy.onnx_export import ExportOptions, export_model
 from hazardseg.deploy.onnx_runtime import OnnxSegmenter
 from hazardseg.io import atomic_write_json
 from hazardseg.models import create_model, list_models
-from hazardseg.models.inference import autocast_context, prepare_for_inference
+from hazardseg.models.forward import autocast_context, prepare_for_inference
 
 TORCHVISION = {
     "deeplabv3_resnet50": lambda: torchvision.models.segmentation.deeplabv3_resnet50(

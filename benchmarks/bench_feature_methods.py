@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -33,12 +34,13 @@ from typing import Any
 import torch
 
 from hazardseg.anomaly import AnomalyMethod, create_method, list_methods
-from hazardseg.anomaly.state import load_method_state, restore_methods
+from hazardseg.anomaly.state import AnomalyState
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.spec import RunOptions, resolve_spec
 from hazardseg.models.checkpoint import load_model
-from hazardseg.models.inference import forward_logits
+from hazardseg.models.forward import forward_logits, parse_tta
 
 EXISTING = ("msp", "max_logit", "energy", "entropy", "sml", "heat")
 FEATURE = ("knn", "mahalanobis")
@@ -82,7 +84,15 @@ def method_times(
     x = torch.stack([ds[i]["image"] for i in range(len(ds))])
     size = ds[0]["mask"].shape[-2:]
     methods = {n: create_method(n) for n in list_methods()}
-    restore_methods(load_method_state(state), methods, info["sha256"])
+    wanted = {"resize": spec_resize, "tta": str(parse_tta(tta) or "none")}
+    fits = AnomalyState.read(state)
+    for method in methods.values():
+        if method.needs_fit:  # the newest fit under this resize and TTA
+            (entry, *_) = [
+                e for e in reversed(fits.fits_of(method))
+                if all(str(e["fit"].get(k)) == v for k, v in wanted.items())
+            ]  # fmt: skip
+            method.load_state_dict(dict(entry["state"]))
     out: dict[str, float] = {}
     with torch.inference_mode():
         forward_logits(model, x[:1], "cpu", size, features=True, tta=tta)  # warm-up
@@ -146,14 +156,21 @@ def one_run(run: Path, data: Path, out: Path, tta: str, fit_images: int, timing_
     row: dict[str, Any] = {"run": str(run), "load": os.getloadavg()}
     for label, setting in (("plain", "none"), ("tta", tta)):
         state = out / run.name / f"state_{label}.pt"
-        common = {"fit_images": fit_images, "tta": setting, "state_path": state}
+        ckpt_config = load_model(ckpt, device="cpu")[1].get("config")
+        spec = resolve_spec(
+            ckpt_config, {"fit_images": fit_images, "tta": setting, "components": "none"}
+        )
         t0 = time.perf_counter()
         with fit_timers() as ft:
-            res = evaluate(ckpt, data, "test", "all", out / run.name / f"test_{label}",
-                           components="none", **common)  # fmt: skip
+            res = evaluate(
+                ckpt, data, "test", dataclasses.replace(spec, methods="all"),
+                RunOptions(state_path=state), out_dir=out / run.name / f"test_{label}",
+            )  # fmt: skip
         wall = time.perf_counter() - t0
-        val = evaluate(ckpt, data, "validation", "msp", out / run.name / f"val_{label}",
-                       components="none", save_state=False, **common)  # fmt: skip
+        val = evaluate(
+            ckpt, data, "validation", dataclasses.replace(spec, methods="msp"),
+            RunOptions(state_path=state, save_state=False), out_dir=out / run.name / f"val_{label}",
+        )  # fmt: skip
         row[label] = {
             "methods": {
                 n: {

@@ -46,7 +46,7 @@ from hazardseg.data.synth import generate_dataset
 from hazardseg.evaluation.passes import open_split
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
-from hazardseg.models.inference import forward_logits
+from hazardseg.models.forward import forward_logits
 
 METHODS = ("msp", "max_logit", "energy", "entropy", "sml", "heat")
 

@@ -23,7 +23,7 @@ import torchvision
 from torch.nn import functional as F
 
 from hazardseg.models import create_model
-from hazardseg.models.inference import autocast_context, prepare_for_inference
+from hazardseg.models.forward import autocast_context, prepare_for_inference
 
 
 def smooth_image(size: int, batch: int, seed: int = 0) -> torch.Tensor:

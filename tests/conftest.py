@@ -124,3 +124,22 @@ class TinyNet(nn.Module):
         if return_features:
             out["features"] = f
         return out
+
+
+def spec_for(checkpoint: Path, **overrides: object):
+    """The checkpoint's evaluation spec with ``overrides``: what a command resolves from its
+    flags (``hazardseg.evaluation.spec.resolve_spec``)."""
+    from hazardseg.evaluation.spec import resolve_spec
+    from hazardseg.models.checkpoint import open_checkpoint
+
+    return resolve_spec(open_checkpoint(checkpoint).config, overrides)
+
+
+def torch_predictor(checkpoint: Path, method: str = "max_logit", state=None, **overrides):
+    """The PyTorch predictor of ``checkpoint`` with spec ``overrides`` and a state file."""
+    from hazardseg.evaluation.spec import RunOptions
+    from hazardseg.inference.predictor import MapPredictor
+
+    return MapPredictor(
+        checkpoint, method, spec_for(checkpoint, **overrides), RunOptions(state_path=state)
+    )

@@ -20,12 +20,8 @@ from hazardseg.anomaly.sml import (
     gaussian_kernel,
     suppress_boundaries,
 )
-from hazardseg.anomaly.state import (
-    load_method_state,
-    matching_thresholds,
-    restore_methods,
-    save_method_state,
-)
+from hazardseg.anomaly.state import AnomalyState
+from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.errors import CheckpointError, HazardsegError
 
 torch.set_num_threads(1)
@@ -271,6 +267,11 @@ def test_heat_options_validation() -> None:
 
 
 # ------------------------------------------------------------------ state
+SETTINGS = ThresholdSettings(
+    resize="native", at_label_resolution=True, precision="fp32", tta="none"
+)
+
+
 def test_state_round_trip_and_matching(tmp_path) -> None:
     model = TinyNet()
     images = _images(3)
@@ -278,16 +279,18 @@ def test_state_round_trip_and_matching(tmp_path) -> None:
     for m in methods.values():
         if m.needs_fit:
             m.fit(model, _loader(images, 2))
-    fit = {"sml": {"split": "train", "max_images": 3}, "heat": {"split": "train", "max_images": 3}}
-    th = {
-        "sml": {"threshold": 1.5, "target": 0.05, "split": "validation", "options": SML().options}
-    }
+    fit = {"split": "train", "max_images": 3, "resize": "native", "tta": "none"}
     path = tmp_path / "anomaly_state.pt"
-    save_method_state(path, methods, "abc", thresholds=th, fit=fit)
-    state = load_method_state(path)
-    assert set(state["methods"]) == {"sml", "heat"}
+    state = AnomalyState.open(path, "abc")
+    for m in methods.values():
+        if m.needs_fit:
+            state.record_fit(m, fit)
+    state.set_threshold(methods["sml"], fit, SETTINGS, {"threshold": 1.5, "target": 0.05})
+    state.save()
+    state = AnomalyState.read(path)
+    assert {e["method"] for e in state.fits} == {"sml", "heat"}
     fresh = {"sml": SML(), "heat": HEAT(num_components=3), "msp": create_method("msp")}
-    assert restore_methods(state, fresh, "abc", fit) == ["sml", "heat"]
+    assert state.restore(fresh, fit).restored == ["sml", "heat"]
     with torch.no_grad():
         out = model(images, return_features=True)
     for name in ("sml", "heat"):
@@ -295,29 +298,35 @@ def test_state_round_trip_and_matching(tmp_path) -> None:
             fresh[name].score(out["out"], out["features"]),
             methods[name].score(out["out"], out["features"]),
         )
-    assert restore_methods(state, {"sml": SML()}, "other-sha", fit) == []
-    assert restore_methods(state, {"sml": SML(smoothing=False)}, "abc", fit) == []
-    other_fit = {"sml": {"split": "validation", "max_images": 3}}
-    assert restore_methods(state, {"sml": SML()}, "abc", other_fit) == []
-    assert matching_thresholds(state, {"sml": SML()}, "abc")["sml"]["threshold"] == 1.5
-    assert matching_thresholds(state, {"sml": SML(sigma=2.0)}, "abc") == {}
+    assert AnomalyState.open(path, "other-sha").restore({"sml": SML()}, fit).restored == []
+    assert state.restore({"sml": SML(smoothing=False)}, fit).restored == []
+    other_fit = {**fit, "split": "validation"}
+    # another fitting split is used (and said) unless the user set it
+    used = state.restore({"sml": SML()}, other_fit)
+    assert used.restored == ["sml"] and "the spec asks for" in used.notes[0]
+    assert state.restore({"sml": SML()}, other_fit, explicit={"fit_split"}).restored == []
+    # another resize or TTA is never reused
+    assert state.restore({"sml": SML()}, {**fit, "resize": "64x48"}).restored == []
+    assert state.restore({"sml": SML()}, {**fit, "tta": "flip"}).restored == []
+    assert state.threshold_for(SML(), fit, SETTINGS)["threshold"] == 1.5
+    assert state.threshold_for(SML(sigma=2.0), fit, SETTINGS) is None
 
 
 def test_state_bad_files(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
-        load_method_state(tmp_path / "missing.pt")
+        AnomalyState.read(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="corrupt or truncated anomaly state file"):
-        load_method_state(junk)
+        AnomalyState.read(junk)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": 1, "obj": HazardsegError("x")}, pickled)
     with pytest.raises(CheckpointError, match="would run code when loaded"):
-        load_method_state(pickled)
+        AnomalyState.read(pickled)
     wrong = tmp_path / "wrong.pt"
     torch.save({"format": 7}, wrong)
     with pytest.raises(CheckpointError, match="not an anomaly state file"):
-        load_method_state(wrong)
+        AnomalyState.read(wrong)
     with pytest.raises(HazardsegError, match="SML state"):
         SML().load_state_dict({"mean": torch.zeros(3)})
     with pytest.raises(HazardsegError, match="HEAT state"):

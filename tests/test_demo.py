@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 from hazardseg.cli import main
 from hazardseg.errors import HazardsegError
 from hazardseg.inference.predict import predict
+from hazardseg.inference.predictor import MapPredictor
 from hazardseg.workflows.demo import QUICK, demo_config, recipe_path, run_demo, summary_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,31 @@ def test_demo_quick_end_to_end(tmp_path):
     # predict reuses the demo's calibrated thresholds and fitted SML state
     image = next((tmp_path / "demo" / "data" / "test").rglob("images/**/*.png"))
     for method in ("max_logit", "sml"):
-        pred = predict(summary["checkpoint"], [image], tmp_path / method, method=method)
+        pred = predict(MapPredictor(summary["checkpoint"], method), [image], tmp_path / method)
         assert pred["threshold_source"].startswith("calibrated")
         assert math.isfinite(pred["threshold"]) and len(pred["images"]) == 1
+    # the run's config says how the demo fitted its methods: a plain evaluate reuses those
+    # fits and thresholds, and predict still finds heat's threshold afterwards
+    ckpt = summary["checkpoint"]
+    data = str(tmp_path / "demo" / "data")
+    out = tmp_path / "plain"
+    assert (
+        main(["evaluate", "--checkpoint", ckpt, "--data", data, "--out", str(out), "--quiet"]) == 0
+    )
+    res = json.loads((out / "results.json").read_text())
+    assert res["evaluation"]["state_fitted"] == [] and res["methods"]["heat"]["calibrated"]
+    assert (
+        main(
+            [
+                "predict",
+                str(image),
+                "--checkpoint",
+                ckpt,
+                "--method",
+                "heat",
+                "--out",
+                str(out / "p"),
+            ]
+        )
+        == 0
+    )

@@ -10,22 +10,22 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_tiny_tree
+from conftest import make_tiny_tree, spec_for, torch_predictor
 from hazardseg.cli import main
 from hazardseg.config import EvalConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import evaluate
 from hazardseg.evaluation.calibrate import calibrate
-from hazardseg.evaluation.spec import resolve_spec, split_options
-from hazardseg.inference.predict import predict
+from hazardseg.evaluation.spec import RunOptions, SpecRequest, resolve_spec
+from hazardseg.inference.predict import PredictOptions, predict
 from hazardseg.metrics._sparse import SparseCounts
 from hazardseg.metrics.components import ComponentMetrics
 from hazardseg.metrics.ood import PooledOOD
 from hazardseg.metrics.ood_protocol import evaluation_masks
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
-from hazardseg.models.inference import forward_logits
+from hazardseg.models.forward import forward_logits
 
 MODEL = "lraspp_mobilenet_v3"
 
@@ -55,21 +55,21 @@ def test_predict_maps_equal_evaluate_saved_maps(tree, tmp_path, resize, one_torc
     """predict's score map of an image is evaluate --save-maps' map, for every resize policy
     (bit for bit at one image per forward; batching changes convolutions at the ulp level)."""
     out = tmp_path / "eval"
-    evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit,energy", out,
-        resize=resize, save_maps=True, components="none", save_state=False, batch_size=1,
-    )  # fmt: skip
+    spec = spec_for(
+        tree["ckpt"], methods="max_logit,energy", resize=resize, components="none", batch_size=1
+    )
+    run = RunOptions(save_maps=True, save_state=False)
+    evaluate(tree["ckpt"], tree["root"], "test", spec, run, out_dir=out)
     images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
     for method in ("max_logit", "energy"):
         summary = predict(
-            tree["ckpt"], [str(p) for p in images], tmp_path / f"pred_{method}",
-            method=method, threshold=0.0, resize=resize, batch_size=2,
+            torch_predictor(tree["ckpt"], method, resize=resize, batch_size=2),
+            [str(p) for p in images], tmp_path / f"pred_{method}", PredictOptions(threshold=0.0),
         )  # fmt: skip
         assert summary["resize"] == resize and len(summary["images"]) == len(images)
         from hazardseg.data.transforms import load_image
-        from hazardseg.inference.predictor import MapPredictor
 
-        pred = MapPredictor(tree["ckpt"], method, resize=resize)
+        pred = torch_predictor(tree["ckpt"], method, resize=resize)
         for img in images:
             rel = img.relative_to(tree["root"] / "test" / "images" / "test")
             saved = np.load(out / "maps" / method / rel.with_suffix(".npy"))
@@ -80,8 +80,9 @@ def test_predict_maps_equal_evaluate_saved_maps(tree, tmp_path, resize, one_torc
 
 def test_predict_batches_equal_single_images(tree, tmp_path, one_torch_thread):
     images = [str(p) for p in sorted((tree["root"] / "test").rglob("images/**/*.png"))]
-    one = predict(tree["ckpt"], images, tmp_path / "b1", threshold=0.0, batch_size=1)
-    two = predict(tree["ckpt"], images, tmp_path / "b3", threshold=0.0, batch_size=3)
+    zero = PredictOptions(threshold=0.0)
+    one = predict(torch_predictor(tree["ckpt"], batch_size=1), images, tmp_path / "b1", zero)
+    two = predict(torch_predictor(tree["ckpt"], batch_size=3), images, tmp_path / "b3", zero)
     assert two["batch_size"] == 3 and one["device"] == "cpu"
     for a, b in zip(one["images"], two["images"], strict=True):
         assert a["anomaly_fraction"] == b["anomaly_fraction"]
@@ -90,12 +91,13 @@ def test_predict_batches_equal_single_images(tree, tmp_path, one_torch_thread):
 
 def test_components_in_single_pass_at_calibrated_threshold(tree, tmp_path, one_torch_thread):
     state = tmp_path / "state.pt"
-    entries = calibrate(tree["ckpt"], tree["root"], "validation", "max_logit,msp", state_path=state)
+    spec = spec_for(tree["ckpt"], methods="max_logit,msp")
+    entries = calibrate(
+        tree["ckpt"], tree["root"], "validation", spec, RunOptions(state_path=state)
+    )
     out = tmp_path / "eval"
-    res = evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit,msp", out,
-        state_path=state, save_maps=True,
-    )  # fmt: skip
+    run = RunOptions(state_path=state, save_maps=True)
+    res = evaluate(tree["ckpt"], tree["root"], "test", spec, run, out_dir=out)
     assert res["evaluation"]["components"] == "calibrated"
     assert res["timing"]["second_pass_s"] == 0.0
     from hazardseg.data.streethazards import StreetHazards
@@ -119,10 +121,10 @@ def test_components_in_single_pass_at_calibrated_threshold(tree, tmp_path, one_t
 
 
 def test_no_calibration_skips_components_with_a_note(tree, tmp_path, one_torch_thread):
+    spec = spec_for(tree["ckpt"], methods="max_logit")
     res = evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit", None,
-        state_path=tmp_path / "none.pt",
-    )  # fmt: skip
+        tree["ckpt"], tree["root"], "test", spec, RunOptions(state_path=tmp_path / "n.pt")
+    )
     assert res["methods"]["max_logit"]["components"] is None
     assert any("no calibrated threshold" in n for n in res["notes"])
 
@@ -130,18 +132,17 @@ def test_no_calibration_skips_components_with_a_note(tree, tmp_path, one_torch_t
 def test_evaluate_writes_no_score_maps_or_scratch(tree, tmp_path, one_torch_thread):
     out = tmp_path / "eval"
     for mode in ("calibrated", "oracle"):
-        evaluate(
-            tree["ckpt"], tree["root"], "test", "max_logit,entropy", out,
-            components=mode, save_state=False, state_path=tmp_path / "s.pt",
-        )  # fmt: skip
+        spec = spec_for(tree["ckpt"], methods="max_logit,entropy", components=mode)
+        run = RunOptions(save_state=False, state_path=tmp_path / "s.pt")
+        evaluate(tree["ckpt"], tree["root"], "test", spec, run, out_dir=out)
         assert sorted(p.name for p in out.iterdir()) == ["results.json"]
 
 
 def test_oracle_components_use_pooled_best_f1(tree, tmp_path, one_torch_thread):
+    spec = spec_for(tree["ckpt"], methods="max_logit", components="oracle")
     res = evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit", None,
-        components="oracle", state_path=tmp_path / "s.pt",
-    )  # fmt: skip
+        tree["ckpt"], tree["root"], "test", spec, RunOptions(state_path=tmp_path / "s.pt")
+    )
     m = res["methods"]["max_logit"]
     assert m["components"]["threshold_source"] == "oracle"
     assert m["components"]["threshold"] == pytest.approx(m["pooled"]["best_f1_threshold"])
@@ -156,14 +157,18 @@ def test_spec_precedence(tmp_path):
     assert resolve_spec().resize == "native"
     s = resolve_spec(ckpt_cfg)
     assert (s.resize, s.batch_size, s.workers) == ("short:20", 2, 1)
-    s = resolve_spec(ckpt_cfg, cfg_file)
+    s = resolve_spec(ckpt_cfg, None, cfg_file)
     assert (s.resize, s.batch_size, s.workers) == ("64x32", 4, 1)
-    s = resolve_spec(ckpt_cfg, cfg_file, batch_size=3, resize=None)
+    s = resolve_spec(ckpt_cfg, {"batch_size": 3, "resize": None}, cfg_file)
     assert (s.resize, s.batch_size) == ("64x32", 3)
-    spec, run = split_options(None, {"components": False, "save_maps": True}, ckpt_cfg)
-    assert spec.components == "none" and run.save_maps and spec.resize == "short:20"
-    spec, _ = split_options(EvalConfig(resize="8x8"), {"batch_size": 5}, ckpt_cfg)
-    assert (spec.resize, spec.batch_size) == ("8x8", 5)
+    request = SpecRequest({"components": "none", "resize": None}, cfg_file)
+    spec = request.resolve(ckpt_cfg)
+    assert spec.components == "none" and spec.resize == "64x32" and spec.workers == 1
+    assert request.explicit == {"components", "resize", "batch_size"}  # flags and the file
+    spec = resolve_spec(None, {"batch_size": 5}, base=EvalConfig(resize="8x8"))
+    assert (spec.resize, spec.batch_size) == ("8x8", 5)  # a given spec is the base
+    spec = resolve_spec(ckpt_cfg, {"batch_size": 5}, base=EvalConfig(resize="8x8"))
+    assert (spec.resize, spec.batch_size) == ("short:20", 5)  # the checkpoint's over the base
 
 
 @pytest.mark.parametrize(
@@ -178,7 +183,7 @@ def test_spec_precedence(tmp_path):
 )
 def test_spec_errors(flags, text):
     with pytest.raises(HazardsegError, match=None) as exc:
-        resolve_spec(None, None, **flags)
+        resolve_spec(None, flags)
     assert text in str(exc.value)
 
 
@@ -186,7 +191,7 @@ def test_config_file_with_unknown_eval_key(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("eval:\n  resise: native\n")
     with pytest.raises(HazardsegError, match="unknown eval setting"):
-        resolve_spec(None, f)
+        resolve_spec(None, None, f)
 
 
 def test_cli_config_file_and_predict_device(tree, tmp_path, capsys, one_torch_thread):
@@ -252,15 +257,19 @@ def test_sparse_counts_device_path_equals_cpu_path():
 def test_calibrated_threshold_is_tied_to_the_spec(tree, tmp_path, one_torch_thread):
     """A threshold calibrated at one resize / TTA setting is not applied at another."""
     state = tmp_path / "state.pt"
-    calibrate(tree["ckpt"], tree["root"], "validation", "max_logit", state_path=state)
-    same = evaluate(tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state)
-    assert same["methods"]["max_logit"]["calibrated"] is not None
-    other = evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state, resize="48x32"
+    run = RunOptions(state_path=state)
+    calibrate(
+        tree["ckpt"], tree["root"], "validation", spec_for(tree["ckpt"], methods="max_logit"), run
     )
+    same = evaluate(
+        tree["ckpt"], tree["root"], "test", spec_for(tree["ckpt"], methods="max_logit"), run
+    )
+    assert same["methods"]["max_logit"]["calibrated"] is not None
+    other_spec = spec_for(tree["ckpt"], methods="max_logit", resize="48x32")
+    other = evaluate(tree["ckpt"], tree["root"], "test", other_spec, run)
     assert other["methods"]["max_logit"]["calibrated"] is None
     assert other["methods"]["max_logit"]["components"] is None
-    tta = evaluate(
-        tree["ckpt"], tree["root"], "test", "max_logit", None, state_path=state, tta="1,flip"
-    )
+    assert any("resize native (not 48x32)" in n for n in other["notes"])  # names what differs
+    tta_spec = spec_for(tree["ckpt"], methods="max_logit", tta="1,flip")
+    tta = evaluate(tree["ckpt"], tree["root"], "test", tta_spec, run)
     assert tta["methods"]["max_logit"]["calibrated"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
-from conftest import make_tiny_tree
+from conftest import make_tiny_tree, spec_for
 from hazardseg.anomaly import create_method
 from hazardseg.cli import main
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, ids_to_png
@@ -21,6 +22,7 @@ from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import evaluate
 from hazardseg.evaluation.calibrate import calibrate
 from hazardseg.evaluation.results import load_results
+from hazardseg.evaluation.spec import RunOptions
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 from test_perimage_official import official_image
@@ -83,9 +85,8 @@ def direct_outputs(model: torch.nn.Module, root: Path, split: str, **tf) -> list
 
 def test_evaluate_matches_direct_computation(setup) -> None:
     out_dir = setup["base"] / "eval1"
-    res = evaluate(
-        setup["ckpt"], setup["root"], "test", "all", out_dir, fit_images=3, components="oracle"
-    )
+    spec = spec_for(setup["ckpt"], methods="all", fit_images=3, components="oracle")
+    res = evaluate(setup["ckpt"], setup["root"], "test", spec, out_dir=out_dir)
     assert load_results(out_dir / "results.json") == res
     fitted = ["sml", "heat", "knn", "mahalanobis"]
     assert res["data"]["num_images"] == 4 and res["evaluation"]["state_fitted"] == fitted
@@ -131,9 +132,8 @@ def test_evaluate_matches_direct_computation(setup) -> None:
         assert comp is not None and 0.0 <= comp["mean_f1"] <= 1.0
         assert comp["num_gt_components"] >= 3
     # second run: fitted state is reused and gives the same numbers
-    res2 = evaluate(
-        setup["ckpt"], setup["root"], "test", "sml,heat", None, fit_images=3, batch_size=3
-    )
+    spec2 = spec_for(setup["ckpt"], methods="sml,heat", fit_images=3, batch_size=3)
+    res2 = evaluate(setup["ckpt"], setup["root"], "test", spec2)
     assert res2["evaluation"]["state_restored"] == ["sml", "heat"]
     for name in ("sml", "heat"):
         for key in ("auroc", "aupr", "fpr95"):
@@ -145,16 +145,11 @@ def test_evaluate_matches_direct_computation(setup) -> None:
 
 def test_save_maps_and_input_resolution(setup) -> None:
     out_dir = setup["base"] / "eval_maps"
+    spec = spec_for(
+        setup["ckpt"], methods="msp,sml", fit_images=3, resize="32x24", at_label_resolution=False
+    )
     res = evaluate(
-        setup["ckpt"],
-        setup["root"],
-        "test",
-        "msp,sml",
-        out_dir,
-        fit_images=3,
-        resize="32x24",
-        at_label_resolution=False,
-        save_maps=True,
+        setup["ckpt"], setup["root"], "test", spec, RunOptions(save_maps=True), out_dir=out_dir
     )
     assert res["data"]["at_label_resolution"] is False
     items = direct_outputs(
@@ -173,10 +168,9 @@ def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
         setup["ckpt"],
         setup["root"],
         "validation",
-        "max_logit,sml",
-        0.1,
-        fit_images=3,
-        state_path=state,
+        spec_for(setup["ckpt"], methods="max_logit,sml", fit_images=3),
+        RunOptions(state_path=state),
+        target_fpr=0.1,
     )
     items = direct_outputs(setup["model"], setup["root"], "validation")
     known = np.concatenate([it["mask"].numpy().ravel() < 13 for it in items])
@@ -194,10 +188,8 @@ def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
         setup["ckpt"],
         setup["root"],
         "test",
-        "max_logit,sml,msp",
-        None,
-        fit_images=3,
-        state_path=state,
+        spec_for(setup["ckpt"], methods="max_logit,sml,msp", fit_images=3),
+        RunOptions(state_path=state),
     )
     assert res["evaluation"]["state_restored"] == ["sml"]
     cal = res["methods"]["max_logit"]["calibrated"]
@@ -212,8 +204,13 @@ def test_calibrate_then_evaluate_reports_calibrated(setup) -> None:
     assert res["methods"]["msp"]["calibrated"] is None
     assert res["methods"]["sml"]["calibrated"] is not None
     # refitting SML on other data changes its score scale: its old threshold must not be used
+    spec3 = spec_for(setup["ckpt"], methods="sml", fit_images=2)
     res3 = evaluate(
-        setup["ckpt"], setup["root"], "test", "sml", None, fit_images=2, state_path=state
+        setup["ckpt"],
+        setup["root"],
+        "test",
+        spec3,
+        RunOptions(state_path=state, explicit=frozenset({"fit_images"})),
     )
     assert res3["evaluation"]["state_restored"] == []
     assert res3["methods"]["sml"]["calibrated"] is None
@@ -295,9 +292,11 @@ def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
     # 5 NaN per image: pixel (0, 0) is PNG 0, outside the pooled protocol but a normal pixel
     # of the official per-image protocol, so it counts
     with pytest.raises(HazardsegError, match="20 NaN/infinite scores in 4 image"):
-        evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir)
+        evaluate(setup["ckpt"], setup["root"], "test", spec_for(setup["ckpt"], methods="msp"),
+                 out_dir=out_dir)  # fmt: skip
     assert not (out_dir / "results.json").exists()
-    res = evaluate(setup["ckpt"], setup["root"], "test", "msp", out_dir, nonfinite="exclude")
+    spec = spec_for(setup["ckpt"], methods="msp", nonfinite="exclude")
+    res = evaluate(setup["ckpt"], setup["root"], "test", spec, out_dir=out_dir)
     assert res["methods"]["msp"]["nonfinite"] == 4 * 5
     assert (
         res["methods"]["msp"]["pooled"]["num_neg"] + res["methods"]["msp"]["pooled"]["num_pos"]
@@ -306,7 +305,9 @@ def test_nonfinite_scores_from_a_method(setup, monkeypatch) -> None:
 
 
 def test_split_without_anomalies_gives_undefined_pooled_metrics(setup) -> None:
-    res = evaluate(setup["ckpt"], setup["root"], "validation", "msp", None)
+    res = evaluate(
+        setup["ckpt"], setup["root"], "validation", spec_for(setup["ckpt"], methods="msp")
+    )
     m = res["methods"]["msp"]
     assert m["pooled"]["auroc"] is None and m["oracle"] is None and m["components"] is None
     assert any("no anomaly" in n for n in res["notes"])
@@ -331,9 +332,9 @@ def test_cli_calibrate(setup, capsys) -> None:
         ]
     )
     assert code == 0 and "msp" in capsys.readouterr().out
-    from hazardseg.anomaly.state import load_method_state
+    from hazardseg.anomaly.state import AnomalyState
 
-    entry = load_method_state(state)["thresholds"]["msp"]
+    (entry,) = [t for t in AnomalyState.read(state).thresholds if t["method"] == "msp"]
     assert entry["target"] == 0.2 and entry["split"] == "validation" and entry["fpr"] <= 0.2
     code = main(
         [
@@ -397,7 +398,9 @@ def test_trained_model_detects_anomalies_above_chance(tmp_path) -> None:
         epoch=1,
         best_metric=None,
     )
-    res = evaluate(ckpt, root, "test", "max_logit,msp,energy", None, components=False)
+    res = evaluate(
+        ckpt, root, "test", spec_for(ckpt, methods="max_logit,msp,energy", components="none")
+    )
     assert res["segmentation"]["pixel_accuracy"] > 0.7
     assert res["methods"]["max_logit"]["pooled"]["auroc"] > 0.6
     assert res["methods"]["max_logit"]["per_image"]["auroc"] > 0.6
@@ -414,31 +417,14 @@ def _ddp_worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    res = evaluate(
-        args["ckpt"],
-        args["root"],
-        "test",
-        "msp,sml",
-        out,
-        fit_images=3,
-        device="cpu",
-        save_state=False,
-        state_path=args["state"],
-    )
+    spec = spec_for(Path(args["ckpt"]), methods="msp,sml", fit_images=3, device="cpu")
+    run = RunOptions(save_state=False, state_path=args["state"])
+    res = evaluate(args["ckpt"], args["root"], "test", spec, run, out_dir=out)
     if rank == 1:  # every rank holds the merged results; only rank 0 wrote them
         Path(out).with_name("rank1.json").write_text(json.dumps(res["methods"]["msp"]["pooled"]))
-    evaluate(  # oracle components: a second (sharded) pass over the data
-        args["ckpt"],
-        args["root"],
-        "test",
-        "msp,sml",
-        out + "_oracle",
-        fit_images=3,
-        device="cpu",
-        save_state=False,
-        state_path=args["state"],
-        components="oracle",
-    )
+    oracle = dataclasses.replace(spec, components="oracle")
+    # oracle components: a second (sharded) pass over the data
+    evaluate(args["ckpt"], args["root"], "test", oracle, run, out_dir=out + "_oracle")
 
 
 @pytest.mark.slow
@@ -456,31 +442,18 @@ def test_distributed_sharding_matches_single_process(setup, tmp_path) -> None:
         "state": str(tmp_path / "state.pt"),
     }
     # thresholds from calibrate drive the (default) single-pass component metrics
+    spec = spec_for(setup["ckpt"], methods="msp,sml", fit_images=3)
     calibrate(
-        setup["ckpt"], setup["root"], "validation", "msp,sml", fit_images=3,
-        state_path=tmp_path / "state.pt",
-    )  # fmt: skip
-    single = evaluate(
         setup["ckpt"],
         setup["root"],
-        "test",
-        "msp,sml",
-        None,
-        fit_images=3,
-        save_state=False,
-        state_path=tmp_path / "state.pt",
+        "validation",
+        spec,
+        RunOptions(state_path=tmp_path / "state.pt"),
     )
-    single_oracle = evaluate(
-        setup["ckpt"],
-        setup["root"],
-        "test",
-        "msp,sml",
-        None,
-        fit_images=3,
-        save_state=False,
-        state_path=tmp_path / "state.pt",
-        components="oracle",
-    )
+    run = RunOptions(save_state=False, state_path=tmp_path / "state.pt")
+    single = evaluate(setup["ckpt"], setup["root"], "test", spec, run)
+    oracle = dataclasses.replace(spec, components="oracle")
+    single_oracle = evaluate(setup["ckpt"], setup["root"], "test", oracle, run)
     mp.start_processes(
         _ddp_worker,
         args=(2, port, args, str(tmp_path / "ddp")),
@@ -522,8 +495,9 @@ def test_missing_fit_split_names_the_methods(tmp_path) -> None:
         best_metric=None,
     )
     with pytest.raises(HazardsegError, match="sml need fitting data"):
-        evaluate(ckpt, root, "test", "msp,sml", None)
-    res = evaluate(ckpt, root, "test", "msp", None, components=False)  # no fitting needed
+        evaluate(ckpt, root, "test", spec_for(ckpt, methods="msp,sml"))
+    spec = spec_for(ckpt, methods="msp", components="none")
+    res = evaluate(ckpt, root, "test", spec)  # no fitting needed
     assert res["evaluation"]["state_fitted"] == []
 
 
@@ -550,8 +524,9 @@ def test_background_worker_order_and_errors() -> None:
 
 
 def test_overlap_does_not_change_results(setup) -> None:
-    a = evaluate(setup["ckpt"], setup["root"], "test", "msp,entropy", None, overlap=True)
-    b = evaluate(setup["ckpt"], setup["root"], "test", "msp,entropy", None, overlap=False)
+    spec = spec_for(setup["ckpt"], methods="msp,entropy")
+    a = evaluate(setup["ckpt"], setup["root"], "test", spec, RunOptions(overlap=True))
+    b = evaluate(setup["ckpt"], setup["root"], "test", spec, RunOptions(overlap=False))
     for name in ("msp", "entropy"):
         for section in ("pooled", "per_image", "components", "oracle"):
             assert a["methods"][name][section] == b["methods"][name][section]

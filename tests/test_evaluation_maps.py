@@ -11,6 +11,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from conftest import make_tiny_tree
 from hazardseg.cli import main
+from hazardseg.config import EvalConfig
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation import evaluate_maps
@@ -55,13 +56,9 @@ def _ref(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 @pytest.mark.parametrize("exclude_unlabeled", [False, True])
 def test_eval_maps_matches_sklearn(tree, tmp_path, exclude_unlabeled) -> None:
     maps = write_maps(tree, tmp_path / "maps")
+    spec = EvalConfig(components="oracle", exclude_unlabeled=exclude_unlabeled)
     res = evaluate_maps(
-        tmp_path / "maps",
-        tree,
-        "test",
-        tmp_path / "out",
-        name="noise",
-        exclude_unlabeled=exclude_unlabeled,
+        tmp_path / "maps", tree, "test", spec, out_dir=tmp_path / "out", name="noise"
     )
     assert load_results(tmp_path / "out") == res
     assert res["model"]["name"] == "noise" and res["segmentation"] is None
@@ -105,8 +102,8 @@ def test_eval_maps_matches_sklearn(tree, tmp_path, exclude_unlabeled) -> None:
 def test_eval_maps_float64_and_float16_maps(tree, tmp_path) -> None:
     write_maps(tree, tmp_path / "m16", dtype=np.float16)
     write_maps(tree, tmp_path / "m64", dtype=np.float64)
-    a = evaluate_maps(tmp_path / "m16", tree, "test", None, components=False)
-    b = evaluate_maps(tmp_path / "m64", tree, "test", None, components=False)
+    a = evaluate_maps(tmp_path / "m16", tree, "test", EvalConfig(components="none"))
+    b = evaluate_maps(tmp_path / "m64", tree, "test", EvalConfig(components="none"))
     assert a["methods"]["external"]["pooled"]["auroc"] == pytest.approx(
         b["methods"]["external"]["pooled"]["auroc"], abs=1e-3
     )
@@ -119,33 +116,34 @@ def test_eval_maps_bad_inputs(tree, tmp_path) -> None:
     (maps / "t5" / "1.npy").unlink()
     (maps / "t6" / "2.npy").unlink()
     with pytest.raises(DataError, match=r"2 of 4 score maps missing \(first: t5/1.npy, t6/2.npy"):
-        evaluate_maps(maps, tree, "test", out)
+        evaluate_maps(maps, tree, "test", out_dir=out)
     np.save(maps / "t5" / "1.npy", np.zeros((10, 10), np.float32))
     np.save(maps / "t6" / "2.npy", np.zeros((48, 64), np.float32))
     with pytest.raises(DataError, match=r"1.npy: shape \(10, 10\); expected \(48, 64\)"):
-        evaluate_maps(maps, tree, "test", out)
+        evaluate_maps(maps, tree, "test", out_dir=out)
     np.save(maps / "t5" / "1.npy", np.zeros((48, 64), np.int64))
     with pytest.raises(DataError, match="dtype int64; expected a float array"):
-        evaluate_maps(maps, tree, "test", out)
+        evaluate_maps(maps, tree, "test", out_dir=out)
     (maps / "t5" / "1.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"not a readable \.npy"):
-        evaluate_maps(maps, tree, "test", out)
+        evaluate_maps(maps, tree, "test", out_dir=out)
     bad = np.zeros((48, 64), np.float32)
     bad[10, 10:13] = np.nan
     bad[20, 20] = np.inf
     np.save(maps / "t5" / "1.npy", bad)
     with pytest.raises(HazardsegError, match="4 NaN/infinite scores in 1 image"):
-        evaluate_maps(maps, tree, "test", out)
+        evaluate_maps(maps, tree, "test", out_dir=out)
     assert not out.exists()
-    res = evaluate_maps(maps, tree, "test", out, nonfinite="exclude")
+    spec = EvalConfig(components="oracle", nonfinite="exclude")
+    res = evaluate_maps(maps, tree, "test", spec, out_dir=out)
     assert res["methods"]["external"]["nonfinite"] == 4
     assert any("4 non-finite" in n for n in res["notes"])
     with pytest.raises(DataError, match="no anomaly"):
         write_maps(tree, tmp_path / "val", split="validation")
-        evaluate_maps(tmp_path / "val", tree, "validation", tmp_path / "out_val")
+        evaluate_maps(tmp_path / "val", tree, "validation", out_dir=tmp_path / "out_val")
     assert not (tmp_path / "out_val").exists()
     with pytest.raises(DataError, match="score-map folder not found"):
-        evaluate_maps(tmp_path / "nowhere", tree, "test", out)
+        evaluate_maps(tmp_path / "nowhere", tree, "test", out_dir=out)
 
 
 def test_cli_eval_maps(tree, tmp_path, capsys) -> None:

@@ -17,7 +17,8 @@ pytest.importorskip("onnxscript")
 
 from hazardseg.anomaly import create_method
 from hazardseg.anomaly.sml import ClassStats
-from hazardseg.anomaly.state import load_method_state, save_method_state
+from hazardseg.anomaly.state import AnomalyState
+from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.cli import main
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.data.transforms import normalize
@@ -27,6 +28,7 @@ from hazardseg.deploy.onnx_check import sample_images
 from hazardseg.deploy.onnx_export import ExportOptions, export_model
 from hazardseg.deploy.onnx_graph import functional_neighbour_reduce, onnx_friendly_filters
 from hazardseg.deploy.onnx_runtime import OnnxSegmenter, read_metadata
+from hazardseg.errors import HazardsegError
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import file_sha256, save_checkpoint
 
@@ -66,8 +68,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         sml = create_method("sml")
         sml.fit_from_stats(stats)
         sha = file_sha256(ckpt)
-        thresholds = {"sml": {"threshold": 0.5, "target": 0.95, "split": "validation"}}
-        save_method_state(root / "anomaly_state.pt", {"sml": sml}, sha, thresholds=thresholds)
+        state = AnomalyState.open(root / "anomaly_state.pt", sha)
+        fit = {"split": "train", "max_images": 100, "resize": "native", "tta": "none"}
+        state.record_fit(sml, fit)
+        native = ThresholdSettings("native", True, "fp32", "none", "auto")
+        state.set_threshold(sml, fit, native, {"threshold": 0.5, "target": 0.95, "split": "val"})
+        state.save()
         out = root / "model.onnx"
         rc = main(
             [
@@ -103,9 +109,9 @@ def test_runner_matches_pytorch_at_two_sizes(exported, one_torch_thread):
     seg = OnnxSegmenter(exported["onnx"], threads=1)
     assert seg.methods == ALL and seg.input_size is None
     assert seg.session.get_inputs()[0].shape == ["batch", "height", "width", 3]
-    state = load_method_state(exported["root"] / "anomaly_state.pt")
-    sml = create_method("sml", **state["methods"]["sml"]["options"])
-    sml.load_state_dict(state["methods"]["sml"]["state"])
+    (entry,) = AnomalyState.read(exported["root"] / "anomaly_state.pt").fits
+    sml = create_method("sml", **entry["options"])
+    sml.load_state_dict(entry["state"])
     reference = {name: create_method(name) for name in ALL if name != "sml"} | {"sml": sml}
     for n, h, w in ((2, 64, 64), (1, 72, 100)):
         images = sample_images(n, h, w, seed=h).numpy()
@@ -216,7 +222,7 @@ def test_export_refusals_write_nothing(tmp_path, one_torch_thread):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_method_resolution_and_state_errors():
+def test_method_resolution_and_state_errors(tmp_path):
     assert resolve_method_names("all") == ALL
     assert resolve_method_names(["msp,energy", "msp"]) == ["msp", "energy"]
     with pytest.raises(ExportError, match="'heat' cannot be exported"):
@@ -230,16 +236,17 @@ def test_method_resolution_and_state_errors():
         resolve_method_names("foo")
     with pytest.raises(ExportError, match="needs fitted statistics"):
         build_methods(["sml"], None, "abc")
-    state = {"checkpoint_sha256": "other", "methods": {}}
     with pytest.raises(ExportError, match="fitted for checkpoint sha256"):
-        build_methods(["sml"], state, "abc")
-    entry = {"options": {}, "fit": {"tta": "flip"}, "state": {}}
-    state = {"checkpoint_sha256": "abc", "methods": {"sml": entry}}
+        build_methods(["sml"], AnomalyState(tmp_path / "s.pt", "other"), "abc")
+    state = AnomalyState(tmp_path / "s.pt", "abc")
+    sml = create_method("sml")
+    sml.load_state_dict({"mean": torch.zeros(13), "std": torch.ones(13)})
+    state.record_fit(sml, {"split": "train", "max_images": 9, "resize": "native", "tta": "flip"})
     with pytest.raises(ExportError, match="test-time augmentation 'flip'"):
         build_methods(["sml"], state, "abc")
     with pytest.raises(ExportError, match="not exported"):
         build_methods(["msp"], None, "abc", options={"energy": {"temperature": 2}})
-    built = build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})
+    built, _ = build_methods(["energy"], None, "abc", options={"energy": {"temperature": 2}})
     assert built["energy"].options == {"temperature": 2.0}
 
 
@@ -329,7 +336,7 @@ def test_missing_dependency_message(monkeypatch):
 
 def test_import_hazardseg_needs_no_deploy_packages():
     code = (
-        "import sys, hazardseg, hazardseg.cli, hazardseg.deploy, hazardseg.deploy.video\n"
+        "import sys, hazardseg, hazardseg.cli, hazardseg.deploy, hazardseg.inference.video\n"
         "bad = [m for m in ('onnx', 'onnxruntime', 'onnxscript', 'av') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -359,19 +366,18 @@ def test_predict_onnxruntime_backend_equals_torch(exported, tmp_path, one_torch_
 
     from hazardseg.data.transforms import load_image
     from hazardseg.deploy.predictor import OnnxMapPredictor
-    from hazardseg.inference.predict import predict
+    from hazardseg.inference.predict import PredictOptions, predict
     from hazardseg.inference.predictor import MapPredictor
 
     paths = _write_images(tmp_path / "in")
     for method in ("max_logit", "energy", "sml"):
         thr = {"max_logit": 0.0, "energy": -2.6, "sml": 0.5}[method]
-        a = predict(exported["ckpt"], paths, tmp_path / f"t_{method}", method=method,
-                    threshold=thr)  # fmt: skip
-        b = predict(None, paths, tmp_path / f"o_{method}", method=method, threshold=thr,
-                    backend="onnxruntime", onnx=exported["onnx"], threads=1)  # fmt: skip
-        assert b["backend"] == "onnxruntime" and len(a["images"]) == len(b["images"]) == 3
         tp = MapPredictor(exported["ckpt"], method)
         op = OnnxMapPredictor(exported["onnx"], method, threads=1)
+        options = PredictOptions(threshold=thr)
+        a = predict(tp, paths, tmp_path / f"t_{method}", options)
+        b = predict(op, paths, tmp_path / f"o_{method}", options)
+        assert b["backend"] == "onnxruntime" and len(a["images"]) == len(b["images"]) == 3
         for ra, rb, path in zip(a["images"], b["images"], paths, strict=True):
             assert Path(ra["files"]["mask"]).name == Path(rb["files"]["mask"]).name
             sa, sb = tp(load_image(path)).score, op.predict_batch([load_image(path)])[0].score
@@ -383,13 +389,21 @@ def test_predict_onnxruntime_backend_equals_torch(exported, tmp_path, one_torch_
 
 
 def test_predict_onnxruntime_threshold_from_metadata_and_errors(exported, tmp_path):
+    from hazardseg.deploy.predictor import open_predictor
+    from hazardseg.evaluation.spec import SpecRequest
     from hazardseg.inference.predict import predict
 
     paths = _write_images(tmp_path / "in")
-    res = predict(None, paths[:1], tmp_path / "o", method="sml", backend="onnxruntime",
-                  onnx=exported["onnx"], threads=1, resize="48x32")  # fmt: skip
+    onnx = exported["onnx"]
+    res = predict(
+        open_predictor("onnxruntime", "sml", source=onnx, threads=1), paths[:1], tmp_path / "o"
+    )
     assert res["threshold"] == 0.5 and "model.onnx" in res["threshold_source"]
     assert res["images"][0]["width"] == 64  # maps at the image's own size
+    # sml was fitted (and calibrated) at resize native: neither is used at another resize
+    request = SpecRequest({"resize": "48x32"})
+    with pytest.raises(HazardsegError, match=r"needs fitted state under resize 48x32"):
+        open_predictor("onnxruntime", "sml", source=onnx, request=request, threads=1)
     rc = main(["predict", str(paths[0]), "--out", str(tmp_path / "x"), "--backend",
                "onnxruntime", "--threshold", "0"])  # fmt: skip
     assert rc == 2
@@ -404,7 +418,7 @@ def test_predict_onnxruntime_threshold_from_metadata_and_errors(exported, tmp_pa
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_predict_video_streams_overlay_and_frame_records(exported, tmp_path, backend):
     pytest.importorskip("av")
-    from hazardseg.deploy.video_writer import VideoWriter
+    from hazardseg.inference.video_writer import VideoWriter
 
     video = tmp_path / "drive.mp4"
     rng = np.random.default_rng(0)

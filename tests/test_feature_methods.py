@@ -11,18 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import TinyNet, make_tiny_tree
+from conftest import TinyNet, make_tiny_tree, spec_for, torch_predictor
 from hazardseg.anomaly import create_method, fit_methods
 from hazardseg.anomaly.heat import HEAT
 from hazardseg.anomaly.knn import KNN, kth_nn_distance, pixel_features
 from hazardseg.anomaly.mahalanobis import Mahalanobis
 from hazardseg.anomaly.sampling import BottomK, feature_keys
 from hazardseg.anomaly.sml import SML
-from hazardseg.anomaly.state import load_method_state, restore_methods, save_method_state
+from hazardseg.anomaly.state import AnomalyState
 from hazardseg.cli import main
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation import evaluate
+from hazardseg.evaluation.spec import RunOptions
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 
@@ -248,13 +249,16 @@ def test_state_round_trip(tmp_path: Path) -> None:
     images, masks = _data(4)
     methods = {"knn": KNN(k=2, bank_size=30), "mahalanobis": Mahalanobis(shrinkage=0.1)}
     fit_methods(methods, model, _loader(images, masks, 2))
-    fit = {n: {"split": "train", "max_images": 4} for n in methods}
+    fit = {"split": "train", "max_images": 4, "resize": "native", "tta": "none"}
     path = tmp_path / "anomaly_state.pt"
-    save_method_state(path, methods, "abc", fit=fit)
+    state = AnomalyState.open(path, "abc")
+    for m in methods.values():
+        state.record_fit(m, fit)
+    state.save()
     fresh = {"knn": KNN(k=2, bank_size=30), "mahalanobis": Mahalanobis(shrinkage=0.1)}
-    assert restore_methods(load_method_state(path), fresh, "abc", fit) == ["knn", "mahalanobis"]
+    assert AnomalyState.read(path).restore(fresh, fit).restored == ["knn", "mahalanobis"]
     other = {"knn": KNN(k=3, bank_size=30)}
-    assert restore_methods(load_method_state(path), other, "abc", fit) == []
+    assert AnomalyState.read(path).restore(other, fit).restored == []
     logits, feats = _outputs(model, images)
     for name in methods:
         assert torch.equal(fresh[name].score(logits, feats), methods[name].score(logits, feats))
@@ -304,34 +308,36 @@ def test_cli_evaluate_calibrate_predict_visualize(tree, tmp_path, monkeypatch, o
     assert res["evaluation"]["state_fitted"] == ["knn", "mahalanobis", "sml"]
     for name in ("knn", "mahalanobis"):
         assert 0.0 <= res["methods"][name]["pooled"]["auroc"] <= 1.0
-    state = load_method_state(tree["ckpt"].parent / "anomaly_state.pt")
-    assert state["methods"]["knn"]["state"]["bank"].shape[1] == 40 + 128
-    assert state["methods"]["knn"]["options"]["bank_size"] == 500
+    state = AnomalyState.read(tree["ckpt"].parent / "anomaly_state.pt")
+    (knn,) = [e for e in state.fits if e["method"] == "knn"]
+    assert knn["state"]["bank"].shape[1] == 40 + 128
+    assert knn["options"]["bank_size"] == 500
     # a second evaluate restores, no fitting pass
-    evaluate(tree["ckpt"], tree["root"], "test", "knn,mahalanobis", tmp_path / "e2",
-             method_options={"knn": {"bank_size": 500, "k": 2}}, components="none")  # fmt: skip
+    spec = spec_for(tree["ckpt"], methods="knn,mahalanobis", components="none")
+    run = RunOptions(method_options={"knn": {"bank_size": 500, "k": 2}})
+    evaluate(tree["ckpt"], tree["root"], "test", spec, run, out_dir=tmp_path / "e2")
     assert len(calls) == 1
     cal = ["calibrate", "--checkpoint", str(tree["ckpt"]), "--data", str(tree["root"])]
     assert main([*cal, "--methods", "mahalanobis", "--quiet"]) == 0
-    assert (
-        "mahalanobis" in load_method_state(tree["ckpt"].parent / "anomaly_state.pt")["thresholds"]
-    )
+    thresholds = AnomalyState.read(tree["ckpt"].parent / "anomaly_state.pt").thresholds
+    assert "mahalanobis" in [t["method"] for t in thresholds]
     images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
     from hazardseg.inference.predict import predict
 
-    summary = predict(tree["ckpt"], [str(p) for p in images], tmp_path / "pred",
-                      method="mahalanobis", batch_size=1)  # fmt: skip
+    summary = predict(
+        torch_predictor(tree["ckpt"], "mahalanobis", batch_size=1),
+        [str(p) for p in images], tmp_path / "pred",
+    )  # fmt: skip
     assert summary["threshold_source"].startswith("calibrated")
     from hazardseg.data.transforms import load_image
-    from hazardseg.inference.predictor import MapPredictor
 
-    pred = MapPredictor(tree["ckpt"], "mahalanobis")
+    pred = torch_predictor(tree["ckpt"], "mahalanobis")
     for img in images:
         rel = img.relative_to(tree["root"] / "test" / "images" / "test")
         saved = np.load(out / "maps" / "mahalanobis" / rel.with_suffix(".npy"))
         np.testing.assert_allclose(pred(load_image(img)).score, saved, rtol=1e-5, atol=1e-5)
-    from hazardseg.inference.visualize import visualize
+    from hazardseg.inference.visualize import PanelSelection, visualize
 
-    vis = visualize(tree["ckpt"], tree["root"], "test", tmp_path / "vis", samples=1,
-                    method="mahalanobis", grid=False)  # fmt: skip
+    selection = PanelSelection(samples=1, method="mahalanobis", grid=False)
+    vis = visualize(tree["ckpt"], tree["root"], "test", tmp_path / "vis", selection=selection)
     assert len(vis["samples"]) == 1

@@ -227,11 +227,12 @@ def test_predict_output_names_never_collide(tmp_path: Path) -> None:
 
 
 def test_predict_three_colliding_inputs_give_three_results(tmp_path: Path) -> None:
-    from hazardseg.inference.predict import predict
+    from hazardseg.inference.predict import PredictOptions, predict
+    from hazardseg.inference.predictor import MapPredictor
 
     files = [_png(tmp_path / d / n) for d, n in (("x", "a.png"), ("y", "a.png"), ("z", "a_2.png"))]
     ckpt = make_checkpoint(tmp_path / "best.pt")
-    summary = predict(ckpt, files, tmp_path / "out", threshold=0.0)
+    summary = predict(MapPredictor(ckpt), files, tmp_path / "out", PredictOptions(threshold=0.0))
     seg = {row["files"]["segmentation"] for row in summary["images"]}
     assert len(summary["images"]) == 3 and len(seg) == 3
     assert len(list((tmp_path / "out").glob("*_seg.png"))) == 3

@@ -16,7 +16,7 @@ from hazardseg.cli import main
 from hazardseg.errors import HazardsegError
 from hazardseg.models import create_model, describe_model, list_models, pretrained_available
 from hazardseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
-from hazardseg.models.inference import autocast_context, prepare_for_inference, resolve_dtype
+from hazardseg.models.forward import autocast_context, prepare_for_inference, resolve_dtype
 from hazardseg.models.pretrained import expected_location
 from hazardseg.models.registry import get_model_spec
 from hazardseg.models.state_dict import load_state_into
@@ -308,7 +308,7 @@ def test_input_shape_error_suggests_fix() -> None:
 
 
 def test_evaluation_forward_cpu_is_the_plain_forward() -> None:
-    from hazardseg.models.inference import evaluation_forward
+    from hazardseg.models.forward import evaluation_forward
 
     model = create_model("lraspp_mobilenet_v3").eval()
     x = torch.randn(2, 3, 64, 80, generator=torch.Generator().manual_seed(0))

@@ -126,9 +126,12 @@ def test_per_image_ap_and_best_f1_match_sklearn():
     gt[0] = IGNORE_INDEX
     score = rng.random((30, 30)).round(2)  # ties
     score[5:15, 5:12] += 0.3
+    # the official per-image protocol: every pixel, ignore (PNG 0) counted as normal
+    everything = (gt == ANOMALY_ID).ravel().astype(int)
+    expected = average_precision_score(everything, score.ravel().astype(np.float32))
+    assert per_image_ap(score, gt) == pytest.approx(expected, abs=1e-12)
     valid = gt != IGNORE_INDEX
     y = (gt[valid] == ANOMALY_ID).astype(int)
-    assert per_image_ap(score, gt) == pytest.approx(average_precision_score(y, score[valid]))
     t, f1 = best_f1_threshold(score, gt)
     assert f1 == pytest.approx(f1_score(y, score[valid] >= t))
     for cand in np.unique(score[valid]):

@@ -9,12 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import spec_for, torch_predictor
 from hazardseg.cli import main
 from hazardseg.config import ExperimentConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
+from hazardseg.data.inputs import collect_images
 from hazardseg.errors import HazardsegError
-from hazardseg.inference.predict import collect_images, predict
-from hazardseg.inference.visualize import visualize
+from hazardseg.inference.predict import PredictOptions, predict
+from hazardseg.inference.visualize import PanelSelection, visualize
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
 
@@ -44,7 +46,7 @@ def test_predict_rgba_odd_size_and_jpeg(tmp_path, checkpoint):
     Image.fromarray(rng.integers(0, 255, (51, 77, 4), dtype=np.uint8), "RGBA").save(src / "a.png")
     Image.fromarray(rng.integers(0, 255, (40, 33, 3), dtype=np.uint8)).save(src / "b.jpg")
     out = tmp_path / "out"
-    summary = predict(checkpoint, [src], out, threshold=0.0)
+    summary = predict(torch_predictor(checkpoint), [src], out, PredictOptions(threshold=0.0))
     assert summary["failed"] == [] and len(summary["images"]) == 2
     for key, (h, w) in (("a", (51, 77)), ("b", (40, 33))):
         seg = np.asarray(Image.open(out / f"{key}_seg.png"))
@@ -62,8 +64,9 @@ def test_predict_threshold_orders_masks(tmp_path, checkpoint):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
         img
     )
-    low = predict(checkpoint, [img], tmp_path / "lo", threshold=-1e9)["images"][0]
-    high = predict(checkpoint, [img], tmp_path / "hi", threshold=1e9)["images"][0]
+    pred = torch_predictor(checkpoint)
+    low = predict(pred, [img], tmp_path / "lo", PredictOptions(threshold=-1e9))["images"][0]
+    high = predict(pred, [img], tmp_path / "hi", PredictOptions(threshold=1e9))["images"][0]
     assert low["anomaly_fraction"] == 1.0 and high["anomaly_fraction"] == 0.0
 
 
@@ -71,14 +74,14 @@ def test_predict_without_calibration_refuses(tmp_path, checkpoint):
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(img)
     with pytest.raises(HazardsegError, match="hazardseg calibrate"):
-        predict(checkpoint, [img], tmp_path / "o")
+        predict(torch_predictor(checkpoint), [img], tmp_path / "o")
 
 
 def test_predict_fitted_method_without_state_refuses(tmp_path, checkpoint):
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(img)
     with pytest.raises(HazardsegError, match="needs fitted state"):
-        predict(checkpoint, [img], tmp_path / "o", method="sml", threshold=0.0)
+        predict(torch_predictor(checkpoint, "sml"), [img], tmp_path / "o")
 
 
 def test_cli_corrupt_image_skipped_with_error(tmp_path, checkpoint, capsys):
@@ -118,7 +121,9 @@ def test_collect_images_missing_and_duplicates(tmp_path):
 @pytest.mark.parametrize(("split", "n_panels"), [("test", 9), ("validation", 6)])
 def test_visualize_writes_panels_and_grid(tmp_path, shared_tiny_tree, checkpoint, split, n_panels):
     out = tmp_path / "vis"
-    summary = visualize(checkpoint, shared_tiny_tree, split, out, samples=2)
+    summary = visualize(
+        checkpoint, shared_tiny_tree, split, out, selection=PanelSelection(samples=2)
+    )
     assert len(summary["samples"]) == 2
     for row in summary["samples"]:
         assert np.asarray(Image.open(row["panel"])).shape[0] > 300
@@ -158,3 +163,19 @@ def test_visualize_cli_selection_and_errors(tmp_path, shared_tiny_tree, checkpoi
     assert main([*base, "--split", "validation", "--indices", "7"]) == 2
     assert "--indices 7" in capsys.readouterr().err
     assert main([*base, "--split", "validation", "--select", "worst", "--by", "ap"]) == 2
+
+
+def test_panel_ap_equals_the_per_image_ap_of_results(tmp_path, shared_tiny_tree, checkpoint):
+    """Panels and results.json compute per-image metrics with the same code: an image's panel
+    AP equals the per-image AP evaluate reports for a split of that image alone (PNG 0
+    pixels counted as normal in both)."""
+    from hazardseg.evaluation import evaluate
+    from hazardseg.evaluation.spec import RunOptions
+
+    spec = spec_for(checkpoint, methods="max_logit", components="none")
+    res = evaluate(checkpoint, shared_tiny_tree, "test", spec, RunOptions(max_images=1))
+    selection = PanelSelection(indices=[0], method="max_logit", grid=False)
+    panels = visualize(checkpoint, shared_tiny_tree, "test", tmp_path / "v", spec, None, selection)
+    per_image = res["methods"]["max_logit"]["per_image"]
+    assert per_image["num_images"] == 1
+    assert panels["samples"][0]["ap"] == per_image["aupr"]

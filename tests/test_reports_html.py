@@ -15,7 +15,8 @@ from PIL import Image
 from hazardseg.cli import main
 from hazardseg.errors import DataError
 from hazardseg.reports import plots
-from hazardseg.reports.html import build_report, build_report_html, read_metrics_jsonl
+from hazardseg.reports.html import build_report, build_report_html
+from hazardseg.run_folder import read_metric_rows
 from test_reports_tables import curves_for, make_results, write
 
 
@@ -180,5 +181,5 @@ def test_report_eval_only_and_errors(tmp_path: Path) -> None:
 def test_read_metrics_jsonl_skips_partial_lines(tmp_path: Path) -> None:
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"kind": "val", "miou": 0.5}\n\n[1, 2]\n{"kind": "tr')
-    rows, skipped = read_metrics_jsonl(p)
-    assert rows == [{"kind": "val", "miou": 0.5}] and skipped == 2
+    read = read_metric_rows(p)
+    assert read.rows == [{"kind": "val", "miou": 0.5}] and read.skipped == 2

@@ -19,6 +19,7 @@ from hazardseg.config import ExperimentConfig, TrainConfig, apply_overrides
 from hazardseg.data.classes import IGNORE_INDEX
 from hazardseg.distributed import DistContext, launched_by_torchrun, shard_indices
 from hazardseg.errors import ConfigError, HazardsegError
+from hazardseg.run_folder import read_metric_rows
 from hazardseg.training import (
     EarlyStopping,
     MetricLogger,
@@ -320,10 +321,10 @@ def test_metrics_log_writes_jsonl_csv_and_truncates_on_resume(tmp_path: Path) ->
     val = dict(zip(header, lines[2].split(","), strict=True))
     assert val["kind"] == "val" and float(val["iou_a"]) == 0.25 and val["iou_road_line"] == ""
     assert list(tmp_path.glob("tb*")) == []
-    assert len(MetricsLog.read_rows(tmp_path / "metrics.jsonl", up_to_iteration=1)) == 2
+    assert len(read_metric_rows(tmp_path / "metrics.jsonl", up_to_iteration=1).rows) == 2
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"kind": "tra')  # torn line from a killed writer
-    assert len(MetricsLog.read_rows(tmp_path / "metrics.jsonl")) == 3
+    assert len(read_metric_rows(tmp_path / "metrics.jsonl").rows) == 3
 
 
 def test_metric_logger_averages_each_window_and_stamps_rows(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_tree
+from conftest import make_tiny_tree, torch_predictor
 from hazardseg.cli import main
 from hazardseg.config import EvalConfig
 from hazardseg.data.classes import KNOWN_CLASS_NAMES
@@ -14,7 +14,7 @@ from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.evaluation.spec import resolve_spec
 from hazardseg.models import create_model
 from hazardseg.models.checkpoint import save_checkpoint
-from hazardseg.models.inference import TTA, forward_logits, forward_scores, parse_tta
+from hazardseg.models.forward import TTA, forward_logits, forward_scores, parse_tta
 
 MODEL = "lraspp_mobilenet_v3"
 
@@ -65,7 +65,7 @@ def test_parse_tta_errors(text) -> None:
     with pytest.raises(HazardsegError, match="not a scale in"):
         parse_tta(text)
     with pytest.raises(HazardsegError, match="not a scale in"):
-        resolve_spec(None, None, tta=text)
+        resolve_spec(None, {"tta": text})
 
 
 def test_spec_field_default_off() -> None:
@@ -127,27 +127,29 @@ def test_predict_equals_evaluate_save_maps_with_tta(tree, tmp_path, one_torch_th
 
     res = json.loads((out / "results.json").read_text())
     assert res["evaluation"]["spec"]["tta"] == "0.75,1,flip"
-    from hazardseg.anomaly.state import load_method_state
+    from hazardseg.anomaly.state import AnomalyState
 
-    state = load_method_state(tree["ckpt"].parent / "anomaly_state.pt")
-    assert state["methods"]["mahalanobis"]["fit"]["tta"] == "0.75,1,flip"
+    state = AnomalyState.read(tree["ckpt"].parent / "anomaly_state.pt")
+    (fit,) = [e["fit"] for e in state.fits if e["method"] == "mahalanobis"]
+    assert fit["tta"] == "0.75,1,flip"
     from hazardseg.data.transforms import load_image
-    from hazardseg.inference.predict import predict
-    from hazardseg.inference.predictor import MapPredictor
+    from hazardseg.inference.predict import PredictOptions, predict
 
     images = sorted((tree["root"] / "test" / "images" / "test").rglob("*.png"))
     for method in ("max_logit", "mahalanobis"):
-        pred = MapPredictor(tree["ckpt"], method, tta="0.75,1,flip")
+        pred = torch_predictor(tree["ckpt"], method, tta="0.75,1,flip")
         for img in images:
             rel = img.relative_to(tree["root"] / "test" / "images" / "test")
             saved = np.load(out / "maps" / method / rel.with_suffix(".npy"))
             np.testing.assert_array_equal(pred(load_image(img)).score, saved)
-    summary = predict(tree["ckpt"], [str(images[0])], tmp_path / "p", method="max_logit",
-                      threshold=0.0, tta="0.75,1,flip")  # fmt: skip
+    summary = predict(
+        torch_predictor(tree["ckpt"], "max_logit", tta="0.75,1,flip"), [str(images[0])],
+        tmp_path / "p", PredictOptions(threshold=0.0),
+    )  # fmt: skip
     assert len(summary["images"]) == 1
     # a state fitted with TTA is not used without it
-    with pytest.raises(CheckpointError, match=r"fitted with tta '0\.75,1,flip'"):
-        MapPredictor(tree["ckpt"], "mahalanobis")
+    with pytest.raises(CheckpointError, match=r"tta none; .* tta 0\.75,1,flip"):
+        torch_predictor(tree["ckpt"], "mahalanobis")
     code = main([
         "predict", str(images[0]), "--checkpoint", str(tree["ckpt"]), "--out",
         str(tmp_path / "p2"), "--threshold", "0", "--tta", "flip",

@@ -1,4 +1,4 @@
-"""Streaming video input/output (hazardseg.deploy.video); the tests make their own videos."""
+"""Streaming video input/output (hazardseg.inference.video); the tests make their own videos."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 
 pytest.importorskip("av")
 
-from hazardseg.deploy import DeployError
-from hazardseg.deploy.video import is_video, iter_frames, probe_video, process_video
-from hazardseg.deploy.video_writer import VideoWriter
 from hazardseg.errors import DataError
+from hazardseg.inference.video import is_video, iter_frames, probe_video, process_video
+from hazardseg.inference.video_writer import VideoError, VideoWriter
 
 
 def _frame(i: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -91,7 +90,7 @@ def test_odd_frame_size_is_padded(tmp_path):
 def test_failures_leave_no_outputs(tmp_path):
     src = _make_video(tmp_path / "in.mp4", 6)
     out = tmp_path / "out"
-    with pytest.raises(DeployError, match="returned 0 results for 1 frames"):
+    with pytest.raises(VideoError, match="returned 0 results for 1 frames"):
         process_video(src, out, lambda frames: [], progress=False)
     assert not any(p.is_file() for p in out.iterdir())
 
@@ -101,7 +100,7 @@ def test_failures_leave_no_outputs(tmp_path):
     with pytest.raises(RuntimeError):
         process_video(src, out, boom, progress=False)
     assert not any(p.is_file() for p in out.iterdir())
-    with pytest.raises(DeployError, match="every must be a positive integer"):
+    with pytest.raises(VideoError, match="every must be a positive integer"):
         process_video(src, out, boom, every=0, progress=False)
     with pytest.raises(DataError, match="video not found"):
         process_video(tmp_path / "missing.mp4", out, boom, progress=False)
@@ -109,14 +108,14 @@ def test_failures_leave_no_outputs(tmp_path):
     bad.write_bytes(b"not a video at all")
     with pytest.raises(DataError, match="cannot open as a video"):
         probe_video(bad)
-    with pytest.raises(DeployError, match="unknown video suffix"):
+    with pytest.raises(VideoError, match="unknown video suffix"):
         VideoWriter(tmp_path / "x.gif", 25)
     writer = VideoWriter(tmp_path / "sizes.mp4", 25)
     writer.write(_frame(0))
-    with pytest.raises(DeployError, match="all frames must share one size"):
+    with pytest.raises(VideoError, match="all frames must share one size"):
         writer.write(_frame(1, 32, 32))
     writer.abort()
-    with pytest.raises(DeployError, match="uint8 RGB frame"):
+    with pytest.raises(VideoError, match="uint8 RGB frame"):
         VideoWriter(tmp_path / "y.mp4", 25).write(np.zeros((4, 4), np.float32))
     assert not (tmp_path / "sizes.mp4").exists() and not list(tmp_path.glob(".*.tmp"))
 

@@ -99,7 +99,7 @@ class EvalConfig:
     tta: str = "none"
     """Test-time augmentation: "none", or a comma list of input scales and/or "flip", e.g.
     "0.75,1,1.25,flip": logits averaged at the output (label) resolution, features on the grid
-    of the scale closest to 1, before any score (see ``hazardseg.models.inference.TTA``)."""
+    of the scale closest to 1, before any score (see ``hazardseg.models.forward.TTA``)."""
 
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")

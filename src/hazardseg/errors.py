@@ -15,3 +15,7 @@ class ConfigError(HazardsegError):
 
 class CheckpointError(HazardsegError):
     """A checkpoint is missing, corrupt or does not match the requested model."""
+
+
+class MissingDependencyError(HazardsegError):
+    """An optional package is not installed."""

@@ -1,7 +1,7 @@
 """The anomaly-method interface and the one loop that feeds fitting data through a model.
 
 Fitting is streamed: :func:`fit_methods` runs the fitting images once through the one forward
-pass (:func:`hazardseg.models.inference.forward_logits`, logits at the network's input
+pass (:func:`hazardseg.models.forward.forward_logits`, logits at the network's input
 resolution, features when a method needs them) and hands every batch to every method's
 ``fit_update(logits, features, labels)`` between ``fit_begin()`` and ``fit_end()``, so all
 fitted methods (SML, HEAT, kNN, Mahalanobis) share a single pass over the data.
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hazardseg.errors import HazardsegError
-from hazardseg.models.inference import TTA, forward_logits
+from hazardseg.models.forward import TTA, forward_logits
 
 
 class AnomalyMethod:
@@ -123,7 +123,7 @@ def fit_methods(
     """Fit every method of ``methods`` that needs it in ONE pass over ``loader``; returns the
     number of images seen.
 
-    Each batch runs once through :func:`~hazardseg.models.inference.forward_logits` (logits
+    Each batch runs once through :func:`~hazardseg.models.forward.forward_logits` (logits
     at the input resolution, features when a method needs them, ``tta`` as in evaluation);
     labels are the batch's ``mask`` when a method needs them. The model runs in eval mode
     under ``torch.inference_mode``; its training flag is restored.

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -46,14 +47,46 @@ def _root(
 
 
 def _register_all() -> None:
-    from hazardseg.cli import data, evaluate, models, pipeline, reports, train
+    from hazardseg.cli import data, evaluate, export, models, pipeline, reports, train
 
-    for module in (data, models, train, evaluate, reports, pipeline):
+    for module in (data, models, train, evaluate, reports, pipeline, export):
         module.register(app)
-    __import__("hazardseg.cli.export", fromlist=["register"]).register(app)
 
 
 _register_all()
+
+
+def _tidy(command: Any) -> Any:
+    """Help without type placeholders: flags show no value, options and arguments their
+    metavar (or the option's name in capitals). Typer's click parameters are matched by
+    their ``param_type_name`` (typer vendors its own click)."""
+    for param in command.params:
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option":
+            if param.is_flag or param.count:
+                param.metavar = ""
+            elif param.metavar is None:
+                param.metavar = param.name.upper() if param.name else "VALUE"
+        elif kind == "argument":
+            param.metavar = param.metavar or (param.name or "ARG").upper()
+            param.display_type_rich = lambda ctx: None
+    help_option = command.get_help_option
+
+    def quiet_help_option(ctx: Any) -> Any:
+        option = help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = quiet_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy(sub)
+    return command
+
+
+def cli_command() -> Any:
+    """The click command of the ``hazardseg`` app, with tidy help."""
+    return _tidy(typer.main.get_command(app))
 
 
 _WORKER_HEADER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.", re.M)
@@ -115,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    command = typer.main.get_command(app)
+    command = cli_command()
     try:
         command.main(args=args, prog_name="hazardseg", standalone_mode=True)
     except SystemExit as exc:

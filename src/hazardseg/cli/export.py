@@ -27,7 +27,10 @@ def export_cmd(  # noqa: PLR0913  (typer: one parameter per option)
         [], "--option", help="Method option METHOD.KEY=VALUE, e.g. energy.temperature=2."
     ),
     height: int | None = typer.Option(
-        None, "--height", min=16, help="Fixed input height (default 720 with --width 1280)."
+        None,
+        "--height",
+        min=16,
+        help="Fixed input height (default: the checkpoint's eval resize WxH, else 720x1280).",
     ),
     width: int | None = typer.Option(None, "--width", min=16, help="Fixed input width."),
     dynamic: bool = typer.Option(
@@ -72,12 +75,13 @@ def export_cmd(  # noqa: PLR0913  (typer: one parameter per option)
         threads=threads or None,
         logits_tolerance=tolerance,
     )
+    from hazardseg.models.checkpoint import open_checkpoint
+
     report = export_checkpoint(
-        checkpoint,
+        open_checkpoint(checkpoint, model),
         out,
         options=options,
         methods=method,
-        model_name=model,
         state_path=state,
         method_options=parse_method_options(option),
     )

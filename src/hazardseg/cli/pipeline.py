@@ -6,8 +6,16 @@ from pathlib import Path
 
 import typer
 
-from hazardseg.cli.evaluate import TTA_HELP, spec_flags
+from hazardseg.cli.evaluate import (
+    CHECKPOINT_OPTION,
+    DATA_OPTION,
+    MODEL_OPTION,
+    STATE_OPTION,
+    load_request,
+)
+from hazardseg.cli.options import spec_options
 from hazardseg.errors import DataError, HazardsegError
+from hazardseg.evaluation.spec import RunOptions, SpecRequest
 
 
 def _indices(text: str | None) -> list[int] | None:
@@ -19,122 +27,118 @@ def _indices(text: str | None) -> list[int] | None:
         raise HazardsegError(f"--indices {text!r}: expected comma-separated integers") from None
 
 
+@spec_options("resize", "device", "precision", "tta")
 def visualize_cmd(  # noqa: PLR0913  (typer: one parameter per option)
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint file (.pt)."),
-    data: Path = typer.Option(..., "--data", help="Dataset root (StreetHazards layout)."),
-    split: str = typer.Option("test", "--split", help="train, validation or test."),
-    out: Path = typer.Option(..., "--out", help="Output folder for the PNG panels."),
-    samples: int = typer.Option(6, "--samples", help="Number of samples to draw."),
+    checkpoint: Path = CHECKPOINT_OPTION,
+    data: Path = DATA_OPTION,
+    split: str = typer.Option("test", "--split", metavar="SPLIT", help="The split drawn."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder for the panels."),
+    samples: int = typer.Option(6, "--samples", metavar="N", help="Number of samples to draw."),
     indices: str | None = typer.Option(
-        None, "--indices", help="Comma-separated sample indices (overrides --samples)."
+        None,
+        "--indices",
+        metavar="I,J,...",
+        help="Comma-separated sample indices (overrides --samples).",
     ),
-    method: str = typer.Option("max_logit", "--method", help="Anomaly method."),
-    select: str = typer.Option("even", "--select", help="even, best or worst."),
-    by: str = typer.Option("miou", "--by", help="Ranking for best/worst: miou or ap."),
-    model: str | None = typer.Option(None, "--model", help="Model name (bare state dicts)."),
-    resize: str | None = typer.Option(
-        None, "--resize", help="Input resize policy (default: the checkpoint's eval.resize)."
+    method: str = typer.Option("max_logit", "--method", metavar="NAME", help="Anomaly method."),
+    select: str = typer.Option(
+        "even", "--select", metavar="MODE", help="even, best or worst (ranked by --by)."
     ),
+    by: str = typer.Option(
+        "miou",
+        "--by",
+        metavar="METRIC",
+        help="Per-image metric for best/worst: miou, or ap (the official per-image AP).",
+    ),
+    model: str | None = MODEL_OPTION,
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write a comparison grid."),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
-    ),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
-    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
-    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
+    state: Path | None = STATE_OPTION,
+    request: SpecRequest = SpecRequest(),
 ) -> None:
     """Draw per-sample panels (input, ground truth, prediction, errors, anomaly maps)."""
-    from hazardseg.inference.visualize import visualize
+    from hazardseg.inference.visualize import PanelSelection, visualize
 
-    summary = visualize(
-        checkpoint,
-        data,
-        split,
-        out,
-        samples=samples,
-        indices=_indices(indices),
-        method=method,
-        select=select,
-        by=by,
-        model_name=model,
+    ckpt, spec = load_request(checkpoint, model, request)
+    selection = PanelSelection(
+        samples=samples, indices=_indices(indices), method=method, select=select, by=by,
         grid=grid,
-        **spec_flags(config, resize=resize, device=device, precision=precision, tta=tta),
-    )
+    )  # fmt: skip
+    run = RunOptions(state_path=state, explicit=request.explicit)
+    summary = visualize(ckpt, data, split, out, spec, run, selection)
+    label = "AP" if by == "ap" else "mIoU"
     for row in summary["samples"]:
-        miou = "n/a" if row["miou"] is None else f"{100 * row['miou']:.1f}"
-        typer.echo(f"#{row['index']}: mIoU {miou} -> {row['panel']}")
+        value = row[by]
+        shown = row.get(f"{by}_note") or "n/a" if value is None else f"{100 * value:.1f}"
+        typer.echo(f"#{row['index']}: {label} {shown} -> {row['panel']}")
     if summary["grid"]:
         typer.echo(f"grid: {summary['grid']}")
 
 
+@spec_options("resize", "device", "batch_size", "precision", "tta")
 def predict_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     images: list[Path] = typer.Argument(
-        ..., help="Image files or folders (PNG/JPEG), or videos (mp4/avi/mkv/mov/webm)."
+        ...,
+        metavar="INPUT",
+        help="Image files or folders (PNG/JPEG), or videos (mp4/avi/mkv/mov/webm).",
     ),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Checkpoint file (.pt); required by the torch backend."
+        None, "--checkpoint", metavar="CKPT", help="Checkpoint; required by the torch backend."
     ),
-    out: Path = typer.Option(..., "--out", help="Output folder."),
-    method: str = typer.Option("max_logit", "--method", help="Anomaly method."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder."),
+    method: str = typer.Option("max_logit", "--method", metavar="NAME", help="Anomaly method."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Detection threshold (default: the calibrated one)."
+        None,
+        "--threshold",
+        metavar="X",
+        help="Detection threshold (default: the one calibrated under the same settings).",
     ),
-    model: str | None = typer.Option(None, "--model", help="Model name (bare state dicts)."),
-    resize: str | None = typer.Option(
-        None, "--resize", help="Input resize policy (default: the checkpoint's eval.resize)."
-    ),
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML file whose eval: section sets the spec."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", help="auto (GPU if available), cpu, cuda, cuda:1 ..."
-    ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Images of one size per forward pass."
-    ),
-    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
-    tta: str | None = typer.Option(None, "--tta", help=TTA_HELP),
-    state: Path | None = typer.Option(
-        None, "--state", help="Anomaly state file (default: anomaly_state.pt beside CKPT)."
-    ),
+    model: str | None = MODEL_OPTION,
+    state: Path | None = STATE_OPTION,
     backend: str = typer.Option(
-        "torch", "--backend", help="torch (the checkpoint) or onnxruntime (--onnx MODEL)."
+        "torch",
+        "--backend",
+        metavar="NAME",
+        help="torch (the checkpoint) or onnxruntime (an exported graph, --onnx).",
     ),
     onnx: Path | None = typer.Option(
-        None, "--onnx", help="Graph from `hazardseg export` (--backend onnxruntime)."
+        None, "--onnx", metavar="FILE", help="Graph from `hazardseg export` (onnxruntime)."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="onnxruntime intra-op threads (default: all cores)."
+        None, "--threads", metavar="N", help="onnxruntime intra-op threads (default: all cores)."
     ),
-    every: int = typer.Option(1, "--every", help="Videos: process every N-th frame."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar for videos."),
+    every: int = typer.Option(1, "--every", metavar="N", help="Videos: every N-th frame."),
+    save_scores: str | None = typer.Option(
+        None,
+        "--save-scores",
+        metavar="DTYPE",
+        help="Also write each score map as OUT/scores/METHOD/KEY.npy in float32 or float16 (the "
+        "layout eval-maps reads).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    request: SpecRequest = SpecRequest(),
 ) -> None:
     """Segment images or videos and detect anomalies; writes seg, heat, mask and overlay PNGs
     per image, an overlay video and per-frame JSON per video."""
-    from hazardseg.inference.predict import predict
+    from hazardseg.deploy.predictor import open_predictor
+    from hazardseg.inference.predict import PredictOptions, predict
+    from hazardseg.models.checkpoint import open_checkpoint
 
-    summary = predict(
-        checkpoint,
-        [str(p) for p in images],
-        out,
-        method=method,
-        threshold=threshold,
-        model_name=model,
-        state_path=state,
-        backend=backend,
-        onnx=onnx,
-        threads=threads,
-        every=every,
-        progress=not quiet,
-        **spec_flags(
-            config,
-            resize=resize,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            tta=tta,
-        ),
+    options = PredictOptions(
+        threshold=threshold, every=every, save_scores=save_scores, progress=not quiet
     )
+    options.check()
+    source: object = onnx
+    if backend == "torch" and checkpoint is not None:
+        source = open_checkpoint(checkpoint, model)
+    elif backend == "torch":
+        source = None
+    elif checkpoint is not None:
+        raise HazardsegError("--checkpoint belongs to the torch backend; pass --onnx FILE")
+    predictor = open_predictor(
+        backend, method, source=source, request=request, run=RunOptions(state_path=state),
+        threads=threads,
+    )  # fmt: skip
+    summary = predict(predictor, [str(p) for p in images], out, options)
     videos = f", {len(summary['videos'])} video(s)" if summary["videos"] else ""
     typer.echo(
         f"threshold {summary['threshold']:.4g} ({summary['threshold_source']}); "

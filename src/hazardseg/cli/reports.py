@@ -55,7 +55,7 @@ def sensitivity(
     results: Path = typer.Argument(..., help="A results.json file or its directory."),
     method: str = typer.Option(..., "--method", "-m", help="Anomaly method to analyse."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="PNG to write (default sensitivity_<method>.png beside it)."
+        None, "--out", "-o", help="PNG to write (default sensitivity_METHOD.png beside it)."
     ),
 ) -> None:
     """F1, precision and recall as the detection threshold moves (from the stored PR curve)."""

@@ -21,12 +21,13 @@ def resolve_train_config(
     """The experiment config of a ``train`` call: ``--config`` (or, with ``--resume`` and no
     ``--config``, the run's own config.yaml), then ``--set`` overrides, then ``--data``."""
     from hazardseg.config import load_config
+    from hazardseg.run_folder import RunFolder
 
     sets = list(overrides)
     if data is not None:
         sets.append(f"data.root={json.dumps(str(data))}")
     if config is None:
-        saved = out / "config.yaml"
+        saved = RunFolder(out).config
         if not resume:
             raise ConfigError("missing --config FILE (e.g. configs/synthetic_cpu.yaml)")
         if not saved.is_file():

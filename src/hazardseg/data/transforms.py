@@ -104,6 +104,13 @@ def _resize_image(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.resize(img, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
+def resize_uint8_image(image: ImageLike, size: tuple[int, int]) -> np.ndarray:
+    """An RGB image resized to ``size`` (H, W) as the evaluation transform resizes it
+    (bilinear with antialiasing on uint8), as a uint8 (H, W, 3) array: the exact pixels an
+    exported graph must be fed to see what the PyTorch path sees."""
+    return _resize_image(_image_tensor(image), size).permute(1, 2, 0).contiguous().numpy()
+
+
 def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(mask.shape[-2:]) == size:
         return mask

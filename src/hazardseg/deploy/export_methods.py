@@ -6,11 +6,11 @@ fitted statistics (sml) come from the anomaly state file that ``hazardseg evalua
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.anomaly.state import AnomalyState
 from hazardseg.deploy import ExportError
 
 EXPORTABLE_METHODS: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml")
@@ -61,17 +61,18 @@ def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
 
 def build_methods(
     names: Sequence[str],
-    state: Mapping[str, Any] | None,
+    state: AnomalyState | None,
     checkpoint_sha256: str | None,
-    state_path: str | os.PathLike[str] | None = None,
+    wanted_fit: Mapping[str, Any] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, AnomalyMethod]:
+) -> tuple[dict[str, AnomalyMethod], dict[str, dict[str, Any]]]:
     """Create the named methods with ``options`` (method -> keyword arguments); fitted ones
-    (sml) take their statistics and options from ``state`` (the anomaly state file's
-    content), which must belong to ``checkpoint_sha256``."""
+    (sml) take their statistics from ``state`` (the anomaly state file), which must belong to
+    ``checkpoint_sha256``: the fit of ``wanted_fit`` (the export's resize, no TTA), else a fit
+    under the same resize without TTA. Returns ``(methods, method -> fit used)``."""
     from hazardseg.anomaly import create_method
 
-    where = str(state_path) if state_path is not None else "the anomaly state"
+    where = str(state.path) if state is not None else "the anomaly state"
     resolved = resolve_method_names(list(names))
     options = dict(options or {})
     stray = sorted(set(options) - set(resolved))
@@ -81,41 +82,34 @@ def build_methods(
             f"(exported: {', '.join(resolved) or 'none'})"
         )
     methods: dict[str, AnomalyMethod] = {}
+    fits: dict[str, dict[str, Any]] = {}
     for name in resolved:
-        probe = create_method(name, **dict(options.get(name, {})))
-        if not probe.needs_fit:
-            methods[name] = probe
+        method = create_method(name, **dict(options.get(name, {})))
+        methods[name] = method
+        if not method.needs_fit:
             continue
         if state is None:
             raise ExportError(
                 f"anomaly method '{name}' needs fitted statistics, but there is no anomaly "
-                f"state file ({where}); run `hazardseg evaluate` on the checkpoint first or "
+                f"state file ({where}); run `hazardseg calibrate` on the checkpoint first or "
                 f"leave '{name}' out"
             )
-        sha = state.get("checkpoint_sha256")
+        sha = state.checkpoint_sha256
         if checkpoint_sha256 is not None and sha != checkpoint_sha256:
             raise ExportError(
                 f"{where}: fitted for checkpoint sha256 {str(sha)[:12]}..., not for this "
-                f"checkpoint ({checkpoint_sha256[:12]}...); refit with `hazardseg evaluate`"
+                f"checkpoint ({checkpoint_sha256[:12]}...); refit with `hazardseg calibrate`"
             )
-        entry = (state.get("methods") or {}).get(name)
-        if entry is None:
-            raise ExportError(
-                f"{where}: has no fitted state for anomaly method '{name}' "
-                f"(fitted: {', '.join(state.get('methods') or {}) or 'none'})"
-            )
-        tta = str((entry.get("fit") or {}).get("tta") or "none")
-        if tta != "none":
-            raise ExportError(
-                f"{where}: '{name}' was fitted with test-time augmentation {tta!r}; the ONNX "
-                "graph has none, so refit it with --tta none for export"
-            )
-        method = create_method(name, **dict(entry.get("options") or {}))
-        if name in options and probe.options != method.options:
-            raise ExportError(
-                f"{where}: '{name}' was fitted with options {method.options}, not "
-                f"{probe.options}; refit with those options or drop them"
-            )
-        method.load_state_dict(dict(entry["state"]))
-        methods[name] = method
-    return methods
+        wanted = dict(wanted_fit or {"resize": "native", "tta": "none"})
+        found = state.restore({name: method}, wanted)
+        if not found.restored:
+            stored = state.fits_of(method)
+            if stored and all(e["fit"].get("tta", "none") != "none" for e in stored):
+                tta = stored[-1]["fit"]["tta"]
+                raise ExportError(
+                    f"{where}: '{name}' was fitted with test-time augmentation {tta!r}; the ONNX "
+                    "graph has none, so refit it with --tta none for export"
+                )
+            raise ExportError(f"{where}: {state.no_fit_text(method, wanted)}")
+        fits[name] = found.fits[name]
+    return methods, fits

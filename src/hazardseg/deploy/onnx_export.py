@@ -35,17 +35,11 @@ from torch import nn
 
 from hazardseg import __version__
 from hazardseg.anomaly.base import AnomalyMethod
-from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from hazardseg.deploy import ExportError, require
 from hazardseg.deploy.export_methods import build_methods, resolve_method_names
 from hazardseg.deploy.interface import (
-    CLASS_MAP,
-    CONFIDENCE,
-    EXPORT_FORMAT,
     INPUT_NAME,
-    LOGITS,
     METADATA_PREFIX,
-    SCORE_PREFIX,
 )
 from hazardseg.deploy.onnx_check import (
     LOGITS_TOLERANCE,
@@ -61,7 +55,9 @@ from hazardseg.deploy.onnx_graph import (
     trace_to_onnx,
     unfused_attention,
 )
+from hazardseg.deploy.onnx_metadata import ExportSource, build_metadata
 from hazardseg.io import atomic_path
+from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -194,54 +190,6 @@ def _dtype_of(value_info: Any) -> str:
     return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)))
 
 
-def build_metadata(
-    *,
-    model_name: str,
-    class_names: Sequence[str],
-    num_classes: int,
-    methods: Mapping[str, AnomalyMethod],
-    options: ExportOptions,
-    checkpoint_sha256: str | None,
-    thresholds: Mapping[str, Mapping[str, Any]] | None,
-    model_options: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """The ``hazardseg.*`` metadata_props of an exported model (all values are strings);
-    ``options`` as resolved by :meth:`ExportOptions.resolved`."""
-    p = METADATA_PREFIX
-    dynamic = options.dynamic
-    size = [int(options.height or 0), int(options.width or 0)]
-    return {
-        f"{p}format": str(EXPORT_FORMAT),
-        f"{p}version": __version__,
-        f"{p}model_name": model_name,
-        f"{p}model_options": json.dumps(dict(model_options or {}), sort_keys=True),
-        f"{p}num_classes": str(int(num_classes)),
-        f"{p}class_names": json.dumps([str(c) for c in class_names]),
-        f"{p}methods": json.dumps(list(methods)),
-        f"{p}method_options": json.dumps({n: m.options for n, m in methods.items()}),
-        f"{p}thresholds": json.dumps(
-            {
-                n: {k: v for k, v in t.items() if isinstance(v, str | int | float | bool)}
-                for n, t in (thresholds or {}).items()
-            },
-            sort_keys=True,
-        ),
-        f"{p}input_layout": "NHWC",
-        f"{p}input_dtype": "uint8",
-        f"{p}input_color": "RGB",
-        f"{p}input_size": "dynamic" if dynamic else json.dumps(size),
-        f"{p}dynamic": json.dumps(bool(dynamic)),
-        f"{p}normalization": json.dumps(
-            {"scale": 255.0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        ),
-        f"{p}outputs": json.dumps(
-            [LOGITS, CLASS_MAP, CONFIDENCE, *(SCORE_PREFIX + m for m in methods)]
-        ),
-        f"{p}checkpoint_sha256": checkpoint_sha256 or "",
-        f"{p}opset": str(int(options.opset)),
-    }
-
-
 def _trace_and_check(
     model: nn.Module,
     module: DeployModule,
@@ -282,22 +230,18 @@ def export_model(
     *,
     options: ExportOptions | None = None,
     methods: Mapping[str, AnomalyMethod] | None = None,
-    model_name: str | None = None,
-    class_names: Sequence[str] | None = None,
-    checkpoint_sha256: str | None = None,
-    thresholds: Mapping[str, Mapping[str, Any]] | None = None,
-    model_options: Mapping[str, Any] | None = None,
+    source: ExportSource | None = None,
 ) -> ExportReport:
     """Export ``model`` (+ the fitted, feature-free ``methods``) to ``out`` as one ONNX graph.
 
     ``options`` (default :class:`ExportOptions`) sets the size, the opset and the self-check,
     which raises :class:`ExportError`, writing nothing, when onnxruntime does not reproduce
-    PyTorch. ``model_name``, ``class_names``, ``checkpoint_sha256``, ``thresholds`` (method
-    -> calibrated threshold entry) and ``model_options`` go into the metadata.
+    PyTorch. ``source`` goes into the metadata.
     """
     require("onnx", "ONNX export")
     require("onnxscript", "ONNX export")
-    name = str(model_name or getattr(model, "name", "") or type(model).__name__)
+    source = source or ExportSource()
+    name = str(source.model_name or getattr(model, "name", "") or type(model).__name__)
     methods = dict(methods or {})
     for mname, method in methods.items():
         if method.needs_features:
@@ -307,11 +251,13 @@ def export_model(
         method.check_fitted()
     opts = (options or ExportOptions()).resolved()
     assert opts.height is not None and opts.width is not None
+    class_names = source.class_names
     num_classes = int(getattr(model, "num_classes", 0) or len(class_names or []))
     if class_names is None or len(class_names) != num_classes:
         from hazardseg.data.classes import KNOWN_CLASS_NAMES
 
         class_names = list(KNOWN_CLASS_NAMES)[:num_classes] if class_names is None else class_names
+    source = dataclasses.replace(source, model_name=name, class_names=list(class_names))
     model = model.eval()
     module = DeployModule(model, methods).eval()
     samples = check_samples(opts.height, opts.width, opts.dynamic, opts.seed)
@@ -330,16 +276,7 @@ def export_model(
         report_check["check_s"] = time.perf_counter() - start - export_s
 
     onnx = require("onnx", "ONNX export")
-    meta = build_metadata(
-        model_name=name,
-        class_names=list(class_names),
-        num_classes=num_classes,
-        methods=methods,
-        options=opts,
-        checkpoint_sha256=checkpoint_sha256,
-        thresholds=thresholds,
-        model_options=model_options,
-    )
+    meta = build_metadata(num_classes=num_classes, methods=methods, options=opts, source=source)
     check_public = {k: v for k, v in report_check.items() if k != "score_scale"}
     meta[f"{METADATA_PREFIX}export_check"] = json.dumps(check_public, sort_keys=True)
     onnx.helper.set_model_props(proto, meta)
@@ -365,42 +302,79 @@ def export_model(
     )
 
 
+def spec_export_size(resize: str) -> tuple[int, int]:
+    """(H, W) of a fixed-size export for a spec's resize policy: the policy's own size for
+    "WxH", the policy applied to :data:`DEFAULT_SIZE` (StreetHazards' 1280x720 frames)
+    otherwise."""
+    from hazardseg.data.transforms import parse_resize_policy
+
+    return parse_resize_policy(resize).output_size(*DEFAULT_SIZE)
+
+
 def export_checkpoint(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     out: str | os.PathLike[str],
     *,
     options: ExportOptions | None = None,
     methods: Sequence[str] | str | None = None,
-    model_name: str | None = None,
     state_path: str | os.PathLike[str] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExportReport:
-    """Export a hazardseg checkpoint (or bare state dict with ``model_name``) to ONNX.
+    """Export a hazardseg checkpoint (or a :class:`LoadedCheckpoint` of a bare state dict) to
+    ONNX for the checkpoint's evaluation spec.
 
-    Fitted methods (sml) read their statistics and options from ``state_path`` (default:
-    ``anomaly_state.pt`` beside the checkpoint); calibrated thresholds found there for the
-    exported methods go into the metadata. ``method_options``: method -> keyword arguments
-    (e.g. ``{"energy": {"temperature": 2.0}}``). See :func:`export_model` for the rest.
+    The graph is made for the spec's resize policy (recorded in the metadata): without a size
+    and ``--dynamic`` it takes the policy's size (:func:`spec_export_size`). Fitted methods
+    (sml) read their statistics from ``state_path`` (default: ``anomaly_state.pt`` beside
+    the checkpoint), the fit under that resize without TTA; calibrated thresholds of the
+    exported methods (with the settings they were calibrated under) go into the metadata.
+    ``method_options``: method -> keyword arguments (e.g. ``{"energy": {"temperature": 2}}``).
     """
-    from hazardseg.anomaly.state import default_state_path, load_method_state, matching_thresholds
-    from hazardseg.models.checkpoint import load_model
+    from hazardseg.anomaly.state import AnomalyState, default_state_path
+    from hazardseg.evaluation.spec import resolve_spec
 
     names = resolve_method_names(methods)
-    model, info = load_model(checkpoint, model_name=model_name)
-    spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
-    state = load_method_state(spath) if spath.is_file() else None
-    if state_path is not None and state is None:
+    ckpt = open_checkpoint(checkpoint)
+    spec = resolve_spec(ckpt.config)
+    spath = Path(state_path) if state_path is not None else default_state_path(ckpt.path)
+    if state_path is not None and not spath.is_file():
         raise ExportError(f"anomaly state file not found: {spath}")
-    built = build_methods(names, state, info["sha256"], spath, method_options)
-    thresholds = matching_thresholds(state, built, info["sha256"]) if state else {}
-    return export_model(
-        model,
-        out,
-        options=options,
-        methods=built,
-        model_name=info["model_name"],
-        class_names=info.get("class_names") or None,
-        checkpoint_sha256=info["sha256"],
+    state = AnomalyState.read(spath) if spath.is_file() else None
+    wanted = {
+        "split": spec.fit_split,
+        "max_images": spec.fit_images,
+        "resize": spec.resize,
+        "tta": "none",
+    }
+    built, fits = build_methods(names, state, ckpt.sha256, wanted, method_options)
+    thresholds = [
+        t
+        for t in (state.thresholds if state is not None else [])
+        if t["method"] in built
+        and t.get("options", built[t["method"]].options) == built[t["method"]].options
+        and t.get("fit") == fits.get(t["method"])
+    ]
+    opts = options or ExportOptions()
+    if not opts.dynamic and opts.height is None and opts.width is None:
+        height, width = spec_export_size(spec.resize)
+        opts = dataclasses.replace(opts, height=height, width=width)
+    elif not opts.dynamic:
+        made_for = spec_export_size(spec.resize)
+        if spec.resize != "native" and (opts.height, opts.width) != made_for:
+            log.warning(
+                "the graph takes %sx%s (HxW) images but the checkpoint evaluates at resize %s "
+                "(%sx%s): predict with it will need --resize %sx%s, and thresholds calibrated "
+                "at that resize",
+                opts.height, opts.width, spec.resize, made_for[0], made_for[1],
+                opts.width, opts.height,
+            )  # fmt: skip
+    source = ExportSource(
+        model_name=ckpt.model_name,
+        class_names=ckpt.info.get("class_names") or None,
+        checkpoint_sha256=ckpt.sha256,
+        model_options=ckpt.info.get("model_options"),
+        spec={"resize": spec.resize},
+        fits=fits,
         thresholds=thresholds,
-        model_options=info.get("model_options"),
     )
+    return export_model(ckpt.model, out, options=opts, methods=built, source=source)

@@ -48,7 +48,9 @@ class OnnxMetadata:
     class_names: list[str]
     methods: list[str]
     method_options: dict[str, dict[str, Any]]
-    thresholds: dict[str, dict[str, Any]]
+    threshold_entries: list[dict[str, Any]]
+    """Calibrated thresholds of the exported methods, each with the settings it was
+    calibrated under (resize, label resolution, precision, TTA, fit)."""
     input_size: tuple[int, int] | None
     """(H, W) the graph accepts, or None when any size is accepted (dynamic export)."""
     layout: str
@@ -56,6 +58,32 @@ class OnnxMetadata:
     checkpoint_sha256: str
     opset: int
     export_check: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=lambda: {"resize": "native"})
+    """The evaluation spec the graph was made for (``resize``; precision fp32, no TTA)."""
+    method_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Fitted exported methods: ``{name: {"fit": {...}, "state": {...}}}``."""
+
+    @property
+    def thresholds(self) -> dict[str, dict[str, Any]]:
+        """Method -> the calibrated threshold under the graph's own spec (its resize, fp32,
+        no TTA), where one was stored."""
+        from hazardseg.anomaly.thresholds import ThresholdSettings, find_threshold
+
+        settings = ThresholdSettings(
+            resize=str(self.spec.get("resize", "native")),
+            at_label_resolution=True,
+            precision="fp32",
+            tta="none",
+        )
+        out = {}
+        for m in self.methods:
+            fit = (self.method_states.get(m) or {}).get("fit")
+            entry = find_threshold(
+                self.threshold_entries, m, self.method_options.get(m, {}), fit, settings
+            )
+            if entry is not None:
+                out[m] = entry
+        return out
 
     @property
     def dynamic(self) -> bool:
@@ -67,6 +95,16 @@ class OnnxMetadata:
         d = dict(self.__dict__)
         d["input_size"] = list(self.input_size) if self.input_size else None
         return d
+
+
+def _threshold_entries(value: Any) -> list[dict[str, Any]]:
+    """Threshold entries of the metadata: a list (this format), or a mapping method -> entry
+    (exports of earlier versions: entries without a fit)."""
+    if isinstance(value, dict):
+        return [{**e, "method": m, "fit": None} for m, e in value.items() if isinstance(e, dict)]
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise ValueError("thresholds must be a list of entries")
+    return list(value)
 
 
 def parse_metadata(props: Mapping[str, str], where: str = "ONNX model") -> OnnxMetadata:
@@ -95,13 +133,15 @@ def parse_metadata(props: Mapping[str, str], where: str = "ONNX model") -> OnnxM
             class_names=list(json.loads(props[f"{p}class_names"])),
             methods=list(json.loads(props[f"{p}methods"])),
             method_options=json.loads(props.get(f"{p}method_options", "{}")),
-            thresholds=json.loads(props.get(f"{p}thresholds", "{}")),
+            threshold_entries=_threshold_entries(json.loads(props.get(f"{p}thresholds", "[]"))),
             input_size=input_size,  # type: ignore[arg-type]
             layout=props.get(f"{p}input_layout", "NHWC"),
             normalization=json.loads(props.get(f"{p}normalization", "{}")),
             checkpoint_sha256=props.get(f"{p}checkpoint_sha256", ""),
             opset=int(props.get(f"{p}opset", "0")),
             export_check=json.loads(props.get(f"{p}export_check", "{}")),
+            spec=json.loads(props.get(f"{p}spec", '{"resize": "native"}')),
+            method_states=json.loads(props.get(f"{p}method_states", "{}")),
         )
     except DeployError:
         raise

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 
 from hazardseg.errors import HazardsegError
+from hazardseg.evaluation.spec import NONFINITE_POLICIES
 from hazardseg.io import atomic_path
 from hazardseg.metrics.ood import PerImageOOD, PooledOOD
-
-NONFINITE_POLICIES = ("error", "exclude")
 
 
 def map_relpath(rel: str) -> str:

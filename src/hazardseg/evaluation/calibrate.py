@@ -18,19 +18,13 @@ from typing import Any
 import torch
 
 from hazardseg import distributed
-from hazardseg.anomaly.state import threshold_spec, write_state
 from hazardseg.config import EvalConfig
 from hazardseg.errors import HazardsegError
-from hazardseg.evaluation.passes import (
-    Prepared,
-    load_for_evaluation,
-    open_split,
-    prepare,
-    split_pass,
-)
-from hazardseg.evaluation.spec import RunOptions
+from hazardseg.evaluation.passes import Prepared, open_split, prepare, split_pass
+from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec
 from hazardseg.metrics.ood import PooledOOD
 from hazardseg.metrics.ood_protocol import evaluation_masks
+from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +39,35 @@ def threshold_at_fpr(pooled: PooledOOD, target: float) -> dict[str, Any]:
 
 
 def calibrate(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     data_root: str | os.PathLike[str],
     split: str = "validation",
-    methods: str | list[str] | None = None,
-    target_fpr: float = 0.05,
-    *,
     spec: EvalConfig | None = None,
-    **options: Any,
+    run: RunOptions | None = None,
+    target_fpr: float = 0.05,
 ) -> dict[str, dict[str, Any]]:
     """Choose and store each method's threshold; returns ``{name: threshold entry}``.
 
     Only known-class pixels of ``split`` are used (anomaly pixels, if any, are ignored). The
-    spec and ``options`` are resolved exactly as in :func:`hazardseg.evaluation.evaluate`, and
-    the pass is the same split pass, so thresholds apply to the scores ``evaluate``,
-    ``visualize`` and ``predict`` compute.
+    spec and the run options mean what they mean in :func:`hazardseg.evaluation.evaluate`,
+    and the pass is the same split pass, so thresholds apply to the scores ``evaluate``,
+    ``visualize`` and ``predict`` compute. A threshold is stored with the settings it is tied
+    to (resize, label resolution, precision, TTA and the method's fit) and replaces only a
+    threshold of the same settings.
     """
     if not 0.0 < target_fpr < 1.0:
         raise HazardsegError(f"--target-fpr {target_fpr}: expected a fraction in (0, 1)")
     if split == "test":
         log.warning("calibrating on the test split uses the data it will be evaluated on")
-    if methods is not None:
-        options["methods"] = methods if isinstance(methods, str) else ",".join(methods)
-    loaded = load_for_evaluation(checkpoint, spec, options)
-    spec_, run = loaded[2], loaded[3]
-    ctx = distributed.init_from_env(spec_.device)
+    run = run or RunOptions()
+    run.check()
+    ckpt = open_checkpoint(checkpoint)
+    spec = spec if spec is not None else resolve_spec(ckpt.config)
+    check_spec(spec)
+    ctx = distributed.init_from_env(spec.device)
     try:
-        prepared = prepare(checkpoint, data_root, loaded, ctx.device)
-        return _calibrate(prepared, data_root, split, target_fpr, spec_, run)
+        prepared = prepare(ckpt, data_root, spec, run, ctx.device)
+        return _calibrate(prepared, data_root, split, target_fpr, spec, run)
     finally:
         distributed.cleanup(ctx)
 
@@ -108,19 +103,17 @@ def _calibrate(
                 f"split '{split}'"
             )
     entries = {}
+    state = prepared.state
     for n, m in selected.items():
         res = threshold_at_fpr(pooled[n], target_fpr)
-        entries[n] = {
+        values = {
             **res,
             "target": float(target_fpr),
             "split": split,
             "num_images": len(dataset),
             "exclude_unlabeled": bool(spec.exclude_unlabeled),
-            **threshold_spec(spec),
-            "options": dict(m.options),
         }
+        entries[n] = state.set_threshold(m, prepared.fit_of(n), prepared.settings, values)
     if distributed.rank() == 0:
-        state = prepared.state
-        state["thresholds"].update(entries)
-        write_state(prepared.state_path, state)
+        state.save()
     return entries

@@ -27,8 +27,9 @@ from hazardseg.evaluation.components import (
     update_components,
 )
 from hazardseg.evaluation.results import method_section, results_document, save_results
-from hazardseg.evaluation.spec import RunOptions, check_run_options, check_spec
+from hazardseg.evaluation.spec import RunOptions, check_spec
 from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
+from hazardseg.progress import track
 
 
 def find_missing_maps(maps_dir: Path, rels: list[str]) -> list[str]:
@@ -85,40 +86,37 @@ def load_score_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-MAPS_OPTIONS: tuple[str, ...] = (
-    "exclude_unlabeled",
-    "nonfinite",
-    "max_images",
-    "max_curve_points",
-    "progress",
-)
-"""Keyword options of :func:`evaluate_maps`: spec fields (``exclude_unlabeled``,
-``nonfinite``) and run options (``max_images``, ``max_curve_points``, ``progress``)."""
+MAPS_SPEC_FIELDS: tuple[str, ...] = ("exclude_unlabeled", "nonfinite", "components")
+"""The spec fields :func:`evaluate_maps` uses (the rest describe a model's forward pass)."""
 
 
 def evaluate_maps(
     maps_dir: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
     split: str = "test",
+    spec: EvalConfig | None = None,
+    run: RunOptions | None = None,
     out_dir: str | os.PathLike[str] | None = None,
-    *,
     name: str = "external",
-    components: bool = True,
-    **options: Any,
 ) -> dict[str, Any]:
     """Evaluate precomputed score maps on a split; write ``<out_dir>/results.json``, return it.
 
-    ``options``: see :data:`MAPS_OPTIONS` (defaults as in ``evaluate``); component metrics use
-    the oracle threshold (the pooled best F1 of these maps)."""
+    ``spec``: its ``exclude_unlabeled``, ``nonfinite`` and ``components`` apply (default:
+    components at the oracle threshold, the pooled best F1 of these maps; "none" skips them;
+    maps have no calibrated thresholds). ``run``: ``max_images``, ``max_curve_points`` and
+    ``progress`` apply.
+    """
     t_start = time.perf_counter()
-    unknown = sorted(set(options) - set(MAPS_OPTIONS))
-    if unknown:
-        raise TypeError(f"evaluate_maps() got unknown option(s): {', '.join(unknown)}")
-    spec_kw = {k: options[k] for k in ("exclude_unlabeled", "nonfinite") if k in options}
-    spec = EvalConfig(**spec_kw)
-    run = RunOptions(**{k: v for k, v in options.items() if k not in spec_kw})
+    spec = spec if spec is not None else EvalConfig(components="oracle")
+    run = run or RunOptions()
     check_spec(spec)
-    check_run_options(run)
+    run.check()
+    if spec.components == "calibrated":
+        raise DataError(
+            "eval-maps: score maps have no calibrated thresholds; component metrics are "
+            "'oracle' (the pooled best-F1 threshold of the maps) or 'none'"
+        )
+    components = spec.components == "oracle"
     exclude_unlabeled, nonfinite = spec.exclude_unlabeled, spec.nonfinite
     max_images, max_curve_points, progress = run.max_images, run.max_curve_points, run.progress
     mdir = Path(maps_dir)
@@ -134,12 +132,8 @@ def evaluate_maps(
         )
     acc = MethodAccumulator(name, nonfinite)
     t_metrics = 0.0
-    indices: Any = range(len(dataset))
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc=f"eval-maps {split}", unit="image", leave=False)
-    for i in indices:
+    for i in track(range(len(dataset)), len(dataset), f"eval-maps {split}", unit="image",
+                   enabled=progress):  # fmt: skip
         sample = dataset[i]
         mask = sample["mask"]
         rel = sample["path"]
@@ -194,7 +188,7 @@ def evaluate_maps(
             "methods": [name],
             "maps": str(mdir.resolve()),
             "nonfinite": nonfinite,
-            "components": components,
+            "components": spec.components,
         },
         exclude_unlabeled=exclude_unlabeled,
         segmentation=None,

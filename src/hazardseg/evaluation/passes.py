@@ -1,6 +1,7 @@
 """The split pass shared by ``evaluate`` and ``calibrate``: load, shard, forward, score.
 
-:func:`prepare` loads the checkpoint and gives every requested method its fitted state;
+:func:`prepare` puts the loaded checkpoint on its device and gives every requested method its
+fitted state;
 :func:`split_pass` then yields one :class:`PassBatch` per batch of this rank's shard with the
 logits at the label size and every method's scores, all on the model's device.
 """
@@ -11,7 +12,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,74 +20,77 @@ from torch.utils.data import DataLoader, Subset
 
 from hazardseg import distributed
 from hazardseg.anomaly import AnomalyMethod
-from hazardseg.anomaly.state import default_state_path
+from hazardseg.anomaly.state import AnomalyState, Restored
+from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.config import EvalConfig
-from hazardseg.data.classes import KNOWN_CLASS_NAMES
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
-from hazardseg.evaluation.methods import build_methods, calibrated_thresholds, prepare_methods
-from hazardseg.evaluation.spec import RunOptions, split_options
-from hazardseg.models.inference import forward_logits
+from hazardseg.evaluation.methods import build_methods, prepare_methods, threshold_settings
+from hazardseg.evaluation.spec import RunOptions, state_file
+from hazardseg.models.checkpoint import LoadedCheckpoint
+from hazardseg.models.forward import forward_logits
+from hazardseg.progress import track
 
 
 @dataclass
 class Prepared:
-    """A loaded model with its methods, fitted state and calibrated thresholds."""
+    """A loaded model on its device with its methods, fitted state and calibrated thresholds."""
 
+    checkpoint: LoadedCheckpoint
     model: nn.Module
-    info: dict[str, Any]
     methods: dict[str, AnomalyMethod]
     device: torch.device
-    state: dict[str, Any]
-    state_path: Path
-    restored: list[str]
-    fitted: list[str]
+    state: AnomalyState
+    fits: Restored
+    settings: ThresholdSettings
+    """What a threshold under this spec on this device is tied to."""
     thresholds: dict[str, dict[str, Any]]
+    """Method -> its calibrated threshold entry under ``settings`` (methods without one absent)."""
     fit_s: float
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the checkpoint file says of the model (see ``load_model``)."""
+        return self.checkpoint.info
 
     @property
     def class_names(self) -> list[str] | None:
         """Class names stored in the checkpoint (the StreetHazards names for 13 classes)."""
-        n = int(self.info["num_classes"])
-        names = self.info.get("class_names")
-        return names or (list(KNOWN_CLASS_NAMES) if n == len(KNOWN_CLASS_NAMES) else None)
+        return self.checkpoint.class_names
 
+    def fit_of(self, name: str) -> dict[str, Any] | None:
+        """The fit description of a fitted method's state (None for methods without a fit)."""
+        return self.fits.fits.get(name)
 
-def load_for_evaluation(
-    checkpoint: str | os.PathLike[str],
-    spec: EvalConfig | None,
-    options: dict[str, Any],
-) -> tuple[nn.Module, dict[str, Any], EvalConfig, RunOptions]:
-    """Load the checkpoint on the CPU and resolve the spec against its stored ``eval:``
-    section; returns ``(model, info, spec, run options)``."""
-    from hazardseg.models.checkpoint import load_model
-
-    model_name = options.get("model_name")
-    model, info = load_model(checkpoint, model_name=model_name, device="cpu")
-    resolved, run = split_options(spec, options, info.get("config"))
-    return model, info, resolved, run
+    def missing_threshold(self, name: str) -> str:
+        """Why ``name`` has no calibrated threshold here (names the settings that differ)."""
+        return self.state.missing_threshold(self.methods[name], self.fit_of(name), self.settings)
 
 
 def prepare(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: LoadedCheckpoint,
     data_root: str | os.PathLike[str],
-    loaded: tuple[nn.Module, dict[str, Any], EvalConfig, RunOptions],
+    spec: EvalConfig,
+    run: RunOptions,
     device: torch.device,
 ) -> Prepared:
-    """Move the loaded model to ``device``; restore or fit every method of the spec."""
-    model, info, spec, run = loaded
+    """Move the model to ``device``; restore or fit every method of the spec; look up each
+    method's calibrated threshold."""
     methods = build_methods(spec.methods, run.method_options)
-    model = model.to(device).eval()
-    sha = info["sha256"]
-    spath = Path(run.state_path) if run.state_path is not None else default_state_path(checkpoint)
+    model = checkpoint.model.to(device).eval()
+    state = AnomalyState.open(state_file(run, checkpoint.path), checkpoint.sha256)
     t0 = time.perf_counter()
-    state, restored, fitted = prepare_methods(
-        methods, model, sha, spath, data_root=data_root, spec=spec, device=device,
-        save=run.save_state,
-    )  # fmt: skip
+    fits = prepare_methods(
+        methods, model, state, data_root=data_root, spec=spec, device=device, run=run
+    )
     fit_s = time.perf_counter() - t0
-    thresholds = calibrated_thresholds(state, methods, sha, spec)
-    return Prepared(model, info, methods, device, state, spath, restored, fitted, thresholds, fit_s)
+    settings = threshold_settings(spec, device)
+    thresholds = {}
+    for name, method in methods.items():
+        entry = state.threshold_for(method, fits.fits.get(name), settings)
+        if entry is not None:
+            thresholds[name] = entry
+    return Prepared(checkpoint, model, methods, device, state, fits, settings, thresholds, fit_s)
 
 
 def open_split(
@@ -116,14 +119,6 @@ class PassBatch:
     """Seconds of the network forward pass (and logit resize; every view with TTA)."""
     methods_s: float
     """Seconds of the anomaly scores."""
-
-
-def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
 
 
 def _sync(device: torch.device) -> None:
@@ -156,7 +151,7 @@ def split_pass(
     show = progress and distributed.rank() == 0
     need_features = any(m.needs_features for m in methods.values())
     t_prev = time.perf_counter()
-    for batch in _progress(loader, len(loader), show, desc):
+    for batch in track(loader, len(loader), desc, unit="batch", enabled=show):
         t0 = time.perf_counter()
         mask = batch["mask"].to(device, non_blocking=True)
         logits, feats = forward_logits(

@@ -27,22 +27,17 @@ from hazardseg.evaluation.components import (
     pooled_thresholds,
     update_components,
 )
-from hazardseg.evaluation.passes import (
-    Prepared,
-    load_for_evaluation,
-    open_split,
-    prepare,
-    split_pass,
-)
+from hazardseg.evaluation.passes import Prepared, open_split, prepare, split_pass
 from hazardseg.evaluation.results import (
     method_section,
     results_document,
     save_results,
     summary_table,
 )
-from hazardseg.evaluation.spec import RunOptions, spec_to_dict
+from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, spec_to_dict
 from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
 from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -59,46 +54,44 @@ STAGES = (
 
 
 def evaluate(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     data_root: str | os.PathLike[str],
     split: str = "test",
-    methods: str | list[str] | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
     spec: EvalConfig | None = None,
-    **options: Any,
+    run: RunOptions | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; write ``<out_dir>/results.json`` and return it.
 
-    ``spec`` is the evaluation spec (:class:`~hazardseg.config.EvalConfig`); without it, the
-    checkpoint's ``eval:`` section and the defaults apply. Keyword ``options`` set spec fields
-    (``resize``, ``batch_size``, ``components``, ...) or :class:`RunOptions` fields
-    (``save_maps``, ``max_images``, ``state_path``, ...).
+    ``spec`` is the resolved evaluation spec (default: the checkpoint's ``eval:`` section over
+    the defaults, see :func:`~hazardseg.evaluation.spec.resolve_spec`); ``run`` the
+    per-invocation options (state file, maps, progress, ...).
 
-    Methods that need fitting are restored from ``anomaly_state.pt`` beside the checkpoint
-    when it matches (checkpoint sha256, options, fitting data), else fitted on the spec's
-    ``fit_split`` and saved there. Calibrated thresholds stored by ``calibrate`` are reported
-    under ``calibrated`` and are the component metrics' thresholds. Under torchrun the split
-    is sharded by index and the accumulators are merged; only rank 0 writes.
+    Methods that need fitting take a stored fit from ``anomaly_state.pt`` beside the checkpoint
+    (see :meth:`~hazardseg.anomaly.state.AnomalyState.restore`), else are fitted on the spec's
+    ``fit_split`` and recorded there. Calibrated thresholds stored by ``calibrate`` under the
+    same settings are reported under ``calibrated`` and are the component metrics'
+    thresholds. Under torchrun the split is sharded by index and the accumulators are merged;
+    only rank 0 writes.
     """
     t_start = time.perf_counter()
-    if methods is not None:
-        options["methods"] = methods if isinstance(methods, str) else ",".join(methods)
-    loaded = load_for_evaluation(checkpoint, spec, options)
-    spec_, run = loaded[2], loaded[3]
+    run = run or RunOptions()
+    run.check()
     if run.save_maps and out_dir is None:
         raise HazardsegError("--save-maps needs an output folder (--out DIR)")
-    ctx = distributed.init_from_env(spec_.device)
+    ckpt = open_checkpoint(checkpoint)
+    spec = spec if spec is not None else resolve_spec(ckpt.config)
+    check_spec(spec)
+    ctx = distributed.init_from_env(spec.device)
     try:
-        prepared = prepare(checkpoint, data_root, loaded, ctx.device)
-        return _evaluate(prepared, checkpoint, data_root, split, out_dir, spec_, run, t_start)
+        prepared = prepare(ckpt, data_root, spec, run, ctx.device)
+        return _evaluate(prepared, data_root, split, out_dir, spec, run, t_start)
     finally:
         distributed.cleanup(ctx)
 
 
 def _evaluate(
     prepared: Prepared,
-    checkpoint: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
     split: str,
     out_dir: str | os.PathLike[str] | None,
@@ -110,7 +103,6 @@ def _evaluate(
     methods = prepared.methods
     device = prepared.device
     cm = ConfusionMatrix(int(prepared.info["num_classes"]))
-    cm.matrix = cm.matrix.to(device)
     accs = {n: MethodAccumulator(n, spec.nonfinite) for n in methods}
     comp_source, comp_thresholds, comp_notes = _component_plan(spec, prepared)
     comps = component_accumulators(comp_thresholds) if comp_source == "calibrated" else {}
@@ -189,7 +181,7 @@ def _evaluate(
         )
         for n in methods
     }
-    notes = list(comp_notes)
+    notes = [*prepared.fits.notes, *comp_notes]
     for n, r in method_results.items():
         reason = r["pooled"]["undefined_reason"]
         if reason and f"pooled metrics undefined: {reason}" not in notes:
@@ -212,7 +204,7 @@ def _evaluate(
     results = results_document(
         model={
             "name": info["model_name"],
-            "checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint": str(prepared.checkpoint.path.resolve()),
             "checkpoint_sha256": info["sha256"],
             "num_classes": int(info["num_classes"]),
             "class_names": prepared.class_names,
@@ -229,9 +221,11 @@ def _evaluate(
             "methods": list(methods),
             "fit_split": spec.fit_split,
             "fit_images": spec.fit_images,
-            "state_file": str(prepared.state_path.resolve()),
-            "state_restored": prepared.restored,
-            "state_fitted": prepared.fitted,
+            "state_file": str(prepared.state.path.resolve()),
+            "state_restored": prepared.fits.restored,
+            "state_fitted": prepared.fits.to_fit,
+            "state_fits": prepared.fits.fits,
+            "state_notes": prepared.fits.notes,
             "batch_size": spec.batch_size,
             "nonfinite": spec.nonfinite,
             "components": spec.components,
@@ -261,13 +255,12 @@ def _component_plan(
         n: float(prepared.thresholds[n]["threshold"]) if n in prepared.thresholds else None
         for n in prepared.methods
     }
-    missing = [n for n, t in thresholds.items() if t is None]
-    notes = []
-    if missing:
-        notes.append(
-            f"components skipped for {', '.join(missing)}: no calibrated threshold (run "
-            "`hazardseg calibrate` first, or use --components oracle)"
-        )
+    notes = [
+        f"components skipped for {n}: {prepared.missing_threshold(n)} (run `hazardseg "
+        "calibrate` with these settings, or use --components oracle)"
+        for n, t in thresholds.items()
+        if t is None
+    ]
     return "calibrated", thresholds, notes
 
 

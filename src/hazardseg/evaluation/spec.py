@@ -1,61 +1,79 @@
-"""The evaluation spec: one :class:`~hazardseg.config.EvalConfig` for every command.
+"""The evaluation spec: one :class:`~hazardseg.config.EvalConfig` for every command, and the
+per-invocation :class:`RunOptions`.
 
-``evaluate``, ``calibrate``, ``visualize`` and ``predict`` resolve their settings the same way,
-later sources overriding earlier ones:
+``evaluate``, ``calibrate``, ``eval-maps``, ``visualize``, ``predict`` and the predictors take
+one resolved spec and one :class:`RunOptions`. :func:`resolve_spec` resolves the spec the same
+way for all of them, later sources overriding earlier ones:
 
-1. the defaults of :class:`~hazardseg.config.EvalConfig`;
+1. the defaults of :class:`~hazardseg.config.EvalConfig` (or a given ``base``);
 2. the ``eval:`` section stored in the checkpoint (the training config);
 3. the ``eval:`` section of a YAML file given with ``--config``;
-4. command-line flags / Python keyword arguments that are set (not None).
+4. the overrides (command-line flags) that are set (not None).
 
-Settings of one invocation that are not part of the spec (output switches, progress bars,
-the anomaly state file) are :class:`RunOptions`.
+:func:`explicit_fields` says which spec fields the user set (3 and 4): a stored fit that
+differs in one of them is not reused (:meth:`hazardseg.anomaly.state.AnomalyState.restore`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hazardseg.config import EvalConfig, _build, read_yaml_file
 from hazardseg.errors import ConfigError, HazardsegError
-from hazardseg.evaluation.accumulate import NONFINITE_POLICIES
 
 COMPONENT_MODES: tuple[str, ...] = ("calibrated", "oracle", "none")
+NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SPEC_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig))
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Per-invocation settings that are not part of the evaluation spec."""
+    """How one invocation runs: what is not part of the evaluation spec.
 
-    max_images: int | None = None
-    """Only the first N images of the split."""
-    model_name: str | None = None
-    """Model name for bare state dicts."""
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-method options, e.g. ``{"energy": {"temperature": 2}}``."""
+    Shared by ``evaluate``, ``calibrate``, ``evaluate_maps``, ``visualize``, ``predict`` and
+    the predictors; each uses the fields that apply to it.
+    """
+
     state_path: str | os.PathLike[str] | None = None
     """Anomaly state file (default: ``anomaly_state.pt`` beside the checkpoint)."""
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-method options, e.g. ``{"energy": {"temperature": 2}}``."""
+    refit: bool = False
+    """Fit the methods that need fitting again, even when a stored fit matches."""
+    explicit: frozenset[str] = frozenset()
+    """Spec fields the user set (flags or a config file): a stored fit that differs in one of
+    them is not reused (see :func:`explicit_fields`)."""
     save_state: bool = True
     """Save newly fitted method state to the state file."""
+    max_images: int | None = None
+    """Only the first N images of the split."""
     save_maps: bool = False
-    """Also write every score map as float32 ``.npy`` (opt-in: this is the only disk cost)."""
+    """``evaluate``: also write every score map (opt-in: the only disk cost)."""
     max_curve_points: int = 1000
+    """Points kept of each stored ROC / PR curve."""
     overlap: bool = True
-    """Update metrics on a background thread, overlapped with the next forward pass."""
+    """``evaluate``: update metrics on a background thread, overlapped with the next forward."""
     progress: bool = False
+    """Show progress (a bar on a terminal, periodic lines otherwise)."""
 
-
-RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunOptions))
+    def check(self) -> None:
+        """Reject invalid values with one-line errors."""
+        if self.max_images is not None and self.max_images < 1:
+            raise HazardsegError(f"max images must be >= 1, got {self.max_images}")
+        if self.max_curve_points < 2:
+            raise HazardsegError(f"max curve points must be >= 2, got {self.max_curve_points}")
 
 
 def check_spec(spec: EvalConfig) -> None:
     """Reject invalid spec values with one-line errors naming the value."""
     from hazardseg.data.transforms import parse_resize_policy
+    from hazardseg.models.forward import parse_tta
 
     parse_resize_policy(spec.resize)
     if spec.batch_size < 1:
@@ -76,20 +94,10 @@ def check_spec(spec: EvalConfig) -> None:
         )
     if spec.fit_images is not None and spec.fit_images < 1:
         raise HazardsegError(f"fit images must be >= 1, got {spec.fit_images}")
-    from hazardseg.models.inference import parse_tta
-
     parse_tta(spec.tta)
 
 
-def check_run_options(run: RunOptions) -> None:
-    """Reject invalid per-invocation values with one-line errors."""
-    if run.max_images is not None and run.max_images < 1:
-        raise HazardsegError(f"max images must be >= 1, got {run.max_images}")
-    if run.max_curve_points < 2:
-        raise HazardsegError(f"max curve points must be >= 2, got {run.max_curve_points}")
-
-
-def _eval_section(config: dict[str, Any] | None, where: str) -> dict[str, Any]:
+def _eval_section(config: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     section = (config or {}).get("eval") or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: 'eval' must be a mapping, got {section!r}")
@@ -102,60 +110,80 @@ def _eval_section(config: dict[str, Any] | None, where: str) -> dict[str, Any]:
     return section
 
 
-def resolve_spec(
-    checkpoint_config: dict[str, Any] | None = None,
-    config_file: str | os.PathLike[str] | None = None,
-    base: EvalConfig | None = None,
-    **flags: Any,
-) -> EvalConfig:
-    """Combine defaults (or ``base``), the checkpoint's ``eval:`` section, a YAML file's
-    ``eval:`` section and the flags that are not None, in that order; validate the result."""
-    merged: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
-    merged.update(_eval_section(checkpoint_config, "checkpoint config"))
-    if config_file is not None:
-        doc = read_yaml_file(config_file, "config file")
-        if doc is not None and not isinstance(doc, dict):
-            raise ConfigError(f"{config_file}: expected a mapping with an 'eval' section")
-        merged.update(_eval_section(doc, str(config_file)))
-    unknown = sorted(set(flags) - set(SPEC_FIELDS))
+def _config_file_section(config_file: str | os.PathLike[str] | None) -> dict[str, Any]:
+    if config_file is None:
+        return {}
+    doc = read_yaml_file(config_file, "config file")
+    if doc is not None and not isinstance(doc, dict):
+        raise ConfigError(f"{config_file}: expected a mapping with an 'eval' section")
+    return _eval_section(doc, str(config_file))
+
+
+def _set_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(SPEC_FIELDS))
     if unknown:
         raise HazardsegError(f"unknown evaluation setting(s): {', '.join(unknown)}")
-    merged.update({k: v for k, v in flags.items() if v is not None})
+    return given
+
+
+def resolve_spec(
+    checkpoint_config: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    base: EvalConfig | None = None,
+) -> EvalConfig:
+    """The evaluation spec: ``base`` (default: the defaults), the checkpoint's ``eval:``
+    section, a YAML file's ``eval:`` section and the ``overrides`` that are not None, in that
+    order; validated."""
+    merged: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
+    merged.update(_eval_section(checkpoint_config, "checkpoint config"))
+    merged.update(_config_file_section(config_file))
+    merged.update(_set_overrides(overrides))
     spec = _build(EvalConfig, merged, "eval")
     check_spec(spec)
     return spec
 
 
-def split_options(
-    spec: EvalConfig | None, options: dict[str, Any], checkpoint_config: dict[str, Any] | None
-) -> tuple[EvalConfig, RunOptions]:
-    """Sort Python keyword options into the spec and the run options.
+def explicit_fields(
+    overrides: Mapping[str, Any] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> frozenset[str]:
+    """The spec fields the user set: overrides that are not None and the keys of a config
+    file's ``eval:`` section."""
+    return frozenset(_set_overrides(overrides)) | frozenset(_config_file_section(config_file))
 
-    With ``spec`` given it is the base (keyword spec settings override it); otherwise the
-    checkpoint's ``eval:`` section is. ``config_file`` (a YAML file with an ``eval:``
-    section) comes between the base and the keywords. ``components`` also
-    accepts the booleans of earlier versions (True = "calibrated", False = "none").
-    """
-    options = dict(options)
-    config_file = options.pop("config_file", None)
-    if isinstance(options.get("components"), bool):
-        options["components"] = "calibrated" if options["components"] else "none"
-    unknown = sorted(set(options) - set(SPEC_FIELDS) - set(RUN_FIELDS))
-    if unknown:
-        raise HazardsegError(f"unknown evaluation option(s): {', '.join(unknown)}")
-    flags = {k: v for k, v in options.items() if k in SPEC_FIELDS}
-    if spec is not None:
-        resolved = resolve_spec(None, config_file, base=spec, **flags)
-    else:
-        resolved = resolve_spec(checkpoint_config, config_file, **flags)
-    run_kw = {k: v for k, v in options.items() if k in RUN_FIELDS}
-    if run_kw.get("method_options") is None:
-        run_kw.pop("method_options", None)
-    run = RunOptions(**run_kw)
-    check_run_options(run)
-    return resolved, run
+
+@dataclass(frozen=True)
+class SpecRequest:
+    """What the user asked of the spec: setting values (None = not given) and a YAML file
+    whose ``eval:`` section sets some; the command resolves it over the checkpoint's (or an
+    export's) own ``eval:`` section."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    config_file: str | os.PathLike[str] | None = None
+
+    def resolve(
+        self, checkpoint_config: Mapping[str, Any] | None = None, base: EvalConfig | None = None
+    ) -> EvalConfig:
+        """The resolved spec (see :func:`resolve_spec`)."""
+        return resolve_spec(checkpoint_config, self.overrides, self.config_file, base)
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The spec fields set by this request (see :func:`explicit_fields`)."""
+        return explicit_fields(self.overrides, self.config_file)
 
 
 def spec_to_dict(spec: EvalConfig) -> dict[str, Any]:
     """The spec as plain values (for results.json)."""
     return dataclasses.asdict(spec)
+
+
+def state_file(run: RunOptions, checkpoint: str | os.PathLike[str]) -> Path:
+    """The anomaly state file of a run: ``run.state_path``, else beside the checkpoint."""
+    from hazardseg.anomaly.state import default_state_path
+
+    if run.state_path is not None:
+        return Path(run.state_path)
+    return default_state_path(checkpoint)

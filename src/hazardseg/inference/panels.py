@@ -149,7 +149,9 @@ def _draw(
         score = np.where(np.isfinite(s.score), s.score, np.nan)
         cbar_im = ax.imshow(score, cmap=SCORE_CMAP, vmin=vrange[0], vmax=vrange[1])
         if s.ap is not None:
-            extra = f" (AP {100 * s.ap:.1f})"
+            extra = (
+                f" (AP {100 * s.ap:.1f})" if np.isfinite(s.ap) else " (no anomaly: AP undefined)"
+            )
     elif key == "detection":
         det = _detect(s)
         ax.imshow(det, cmap="gray", vmin=0, vmax=1)

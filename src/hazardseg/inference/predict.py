@@ -1,37 +1,68 @@
 """``predict``: segmentation, anomaly heat map, thresholded anomaly mask and overlay for any
-image files.
+image files, and an overlay video for videos.
 
-Images are turned into maps by :class:`hazardseg.inference.predictor.MapPredictor` (PyTorch)
-or :class:`hazardseg.deploy.predictor.OnnxMapPredictor` (an exported graph).
+Images become maps through a :class:`hazardseg.inference.interface.Predictor`: the PyTorch
+:class:`hazardseg.inference.predictor.MapPredictor` or the onnxruntime
+:class:`hazardseg.deploy.predictor.OnnxMapPredictor` (``open_predictor`` builds either).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from hazardseg.config import EvalConfig
 from hazardseg.data.classes import colorize
 from hazardseg.data.imageio import check_regular_file
-from hazardseg.data.inputs import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from hazardseg.data.inputs import collect_images as collect_images
+from hazardseg.data.inputs import collect_images
 from hazardseg.data.transforms import load_image
 from hazardseg.errors import DataError, HazardsegError
-from hazardseg.inference.predictor import MapPredictor, Maps
+from hazardseg.inference.interface import Maps, Predictor, threshold_source
 from hazardseg.inference.render import heatmap_rgb, mask_overlay, score_range
 from hazardseg.io import atomic_path, atomic_write_json
+from hazardseg.progress import Progress
 
 log = logging.getLogger(__name__)
+
+SCORE_DTYPES: tuple[str, ...] = ("float32", "float16")
+"""Data types ``--save-scores`` writes."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``predict`` writes and how: the detection threshold (None: the calibrated one),
+    every N-th video frame, raw score arrays, progress."""
+
+    threshold: float | None = None
+    every: int = 1
+    save_scores: str | None = None
+    """Also write each image's score map as ``scores/<method>/<key>.npy`` in this dtype
+    ("float32" or "float16"): the layout ``eval-maps --maps OUT/scores/<method>`` reads."""
+    progress: bool = False
+
+    def check(self) -> None:
+        """Reject invalid values with one-line errors."""
+        if self.every < 1:
+            raise HazardsegError(f"--every {self.every}: expected a positive number of frames")
+        if self.save_scores is not None and self.save_scores not in SCORE_DTYPES:
+            raise HazardsegError(
+                f"--save-scores {self.save_scores!r}: expected one of {', '.join(SCORE_DTYPES)}"
+            )
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _save_scores(score: np.ndarray, path: Path, dtype: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, score.astype(dtype))
 
 
 def _write_outputs(
@@ -51,70 +82,31 @@ def _write_outputs(
     _save_png(heatmap_rgb(maps.score, vmin, vmax), files["heat"])
     _save_png(mask.astype(np.uint8) * 255, files["mask"])
     _save_png(mask_overlay(rgb, maps.pred, mask), files["overlay"])
+    size = maps.input_size
     return {
         "image": str(path),
         "width": pil.width,
         "height": pil.height,
+        "input_size": None if size is None else f"{size[1]}x{size[0]}",
         "anomaly_fraction": float(mask.mean()),
         "heat_range": [vmin, vmax],
         "files": {k: str(v) for k, v in files.items()},
     }
 
 
-def _resolve_threshold(
-    predictor: Any, threshold: float | None, checkpoint: Any
-) -> tuple[float, str]:
+def resolve_threshold(predictor: Predictor, threshold: float | None) -> tuple[float, str]:
+    """The detection threshold and where it comes from: ``threshold`` when given, else the
+    calibrated one that applies to the predictor's settings (HazardsegError naming the
+    settings that differ when there is none)."""
     if threshold is not None:
         return float(threshold), "--threshold"
     if predictor.threshold is not None:
-        return predictor.threshold, f"calibrated ({predictor.state_path})"
+        where = str(getattr(predictor, "state_path", "state"))
+        return predictor.threshold, threshold_source(predictor, where)
     method = predictor.method_name
     raise HazardsegError(
-        f"no calibrated threshold for method '{method}' in {predictor.state_path}: run "
-        f"`hazardseg calibrate --checkpoint {checkpoint} --methods {method} ...` or pass "
-        "--threshold X"
-    )
-
-
-BACKENDS = ("torch", "onnxruntime")
-
-
-def _make_predictor(
-    checkpoint: str | os.PathLike[str] | None,
-    method: str,
-    spec: EvalConfig | None,
-    run: dict[str, Any],
-    settings: dict[str, Any],
-) -> Any:
-    """A MapPredictor (PyTorch) or an OnnxMapPredictor (exported graph)."""
-    backend = run["backend"]
-    if backend not in BACKENDS:
-        raise HazardsegError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if backend == "onnxruntime":
-        if run["onnx"] is None:
-            raise HazardsegError("--backend onnxruntime needs --onnx MODEL.onnx (hazardseg export)")
-        from hazardseg.deploy.predictor import OnnxMapPredictor
-
-        unsupported = sorted(k for k in settings if k not in ("resize", "batch_size", "device"))
-        if unsupported or settings.get("device") not in (None, "auto", "cpu"):
-            bad = ", ".join(unsupported) or f"device={settings['device']}"
-            raise HazardsegError(f"--backend onnxruntime: {bad} applies to the torch backend only")
-        return OnnxMapPredictor(
-            run["onnx"],
-            method,
-            resize=settings.get("resize"),
-            batch_size=settings.get("batch_size") or 1,
-            threads=run["threads"],
-        )
-    if checkpoint is None:
-        raise HazardsegError("--checkpoint is required with the torch backend")
-    return MapPredictor(
-        checkpoint,
-        method,
-        spec=spec,
-        model_name=run["model_name"],
-        state_path=run["state_path"],
-        **settings,
+        f"{predictor.missing_threshold()}; run `hazardseg calibrate --methods {method} ...` "
+        "with these settings, or pass --threshold X"
     )
 
 
@@ -128,101 +120,119 @@ def _unique_dir(out: Path, stem: str, taken: set[str]) -> Path:
 
 
 def predict(
-    checkpoint: str | os.PathLike[str] | None,
+    predictor: Predictor,
     inputs: list[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
-    *,
-    method: str = "max_logit",
-    threshold: float | None = None,
-    state_path: str | os.PathLike[str] | None = None,
-    model_name: str | None = None,
-    spec: EvalConfig | None = None,
-    **settings: Any,
+    options: PredictOptions | None = None,
 ) -> dict[str, Any]:
     """Write ``<key>_seg.png``, ``<key>_heat.png``, ``<key>_mask.png`` and
     ``<key>_overlay.png`` per image into ``out_dir`` plus ``predictions.json``; for each
     video input (mp4/avi/mkv/mov/webm), ``out_dir/<name>/overlay.mp4``, ``frames.jsonl`` and
     ``video.json`` (frames streamed, never all in memory).
 
-    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``batch_size``,
-    ``precision``, ``tta``, ``config_file``) and the run options ``backend`` ("torch" or
-    "onnxruntime"), ``onnx`` (the exported graph for onnxruntime; ``checkpoint`` may then be
-    None), ``threads`` (onnxruntime), ``every`` (process every N-th video frame) and
-    ``progress``. Consecutive images of one size are run as one batch of up to
-    ``batch_size``. The threshold is ``threshold`` when given, else the calibrated one stored
-    for the method (HazardsegError when neither exists). Images that cannot be decoded are
-    skipped with a warning and listed under ``failed`` in the returned summary.
+    Consecutive images of one size are run as one batch of up to ``predictor.batch_size``.
+    The threshold is ``options.threshold`` when given, else the calibrated one that applies
+    (HazardsegError naming the settings that differ when none does). Images that cannot be
+    decoded are skipped with a warning and listed under ``failed``. ``predictions.json``
+    records what the predictor did (backend, resize, precision, TTA, input sizes).
     """
-    run = {
-        "backend": settings.pop("backend", "torch") or "torch",
-        "onnx": settings.pop("onnx", None),
-        "threads": settings.pop("threads", None),
-        "every": int(settings.pop("every", 1) or 1),
-        "progress": bool(settings.pop("progress", False)),
-        "model_name": model_name,
-        "state_path": state_path,
-    }
-    if run["every"] < 1:
-        raise HazardsegError(f"--every {run['every']}: expected a positive number of frames")
-    from hazardseg.deploy.video import is_video
+    from hazardseg.inference.video import is_video
 
+    options = options or PredictOptions()
+    options.check()
     videos = [Path(p) for p in inputs if is_video(p) and not Path(p).is_dir()]
     still = [p for p in inputs if not (is_video(p) and not Path(p).is_dir())]
     for v in videos:
         check_regular_file(v)
     images = collect_images(still) if still else []
-    predictor = _make_predictor(checkpoint, method, spec, run, settings)
-    thr, source = _resolve_threshold(predictor, threshold, checkpoint)
+    thr, source = resolve_threshold(predictor, options.threshold)
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     pending: list[tuple[Path, str, Image.Image]] = []
     batch_size = predictor.batch_size
+    method = predictor.method_name
+    bar = Progress(len(images), "predict", unit="image", show=options.progress and bool(images))
 
     def flush() -> None:
         if pending:
             maps = predictor.predict_batch([pil for _, _, pil in pending])
             for (path, key, pil), m in zip(pending, maps, strict=True):
                 rows.append(_write_outputs(out, key, path, pil, m, thr))
+                if options.save_scores is not None:
+                    target = out / "scores" / method / f"{key}.npy"
+                    _save_scores(m.score, target, options.save_scores)
+                    rows[-1]["files"]["scores"] = str(target)
+            bar.update(len(pending))
             pending.clear()
 
-    for path, key in images:
-        try:
-            pil = load_image(path)
-        except DataError as exc:
-            log.warning("skipping %s", exc)
-            failed.append({"path": str(path), "error": str(exc)})
-            continue
-        if pending and pending[0][2].size != pil.size:
-            flush()
-        pending.append((path, key, pil))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+    with bar:
+        for path, key in images:
+            try:
+                pil = load_image(path)
+            except DataError as exc:
+                log.warning("skipping %s", exc)
+                failed.append({"path": str(path), "error": str(exc)})
+                bar.update(1)
+                continue
+            if pending and pending[0][2].size != pil.size:
+                flush()
+            pending.append((path, key, pil))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
     video_rows: list[dict[str, Any]] = []
-    if videos:
-        from hazardseg.deploy.predictor import predict_video
-
-        taken: set[str] = set()
-        for video in videos:
-            vdir = _unique_dir(out, video.stem, taken)
-            info = predict_video(
-                predictor, video, vdir, thr, every=run["every"], progress=run["progress"]
-            )
-            video_rows.append({"video": str(video), "out": str(vdir), **info})
+    taken: set[str] = set()
+    for video in videos:
+        vdir = _unique_dir(out, video.stem, taken)
+        info = predict_video(
+            predictor, video, vdir, thr, every=options.every, progress=options.progress
+        )
+        video_rows.append({"video": str(video), "out": str(vdir), **info})
     summary = {
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "backend": run["backend"],
-        "onnx": None if run["onnx"] is None else str(run["onnx"]),
-        "method": method,
+        **predictor.describe(),
         "threshold": thr,
         "threshold_source": source,
-        "resize": predictor.resize,
-        "device": str(predictor.device),
         "batch_size": batch_size,
+        "save_scores": options.save_scores,
         "images": rows,
         "videos": video_rows,
         "failed": failed,
     }
     atomic_write_json(out / "predictions.json", summary)
     return summary
+
+
+def predict_video(
+    predictor: Predictor,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    threshold: float,
+    *,
+    every: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Stream one video through ``predictor`` (either backend): ``out_dir/overlay.mp4``
+    (segmentation + detected anomalies), ``out_dir/frames.jsonl`` (per frame: anomaly
+    fraction, threshold, method) and ``out_dir/video.json``; returns the summary."""
+    from hazardseg.inference.video import process_video
+
+    method = predictor.method_name
+
+    def frame_fn(frames: list[np.ndarray]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        maps = predictor.predict_batch([Image.fromarray(f) for f in frames])
+        results = []
+        for frame, m in zip(frames, maps, strict=True):
+            mask = np.nan_to_num(m.score, nan=-np.inf) >= threshold
+            record = {
+                "anomaly_fraction": float(mask.mean()),
+                "threshold": float(threshold),
+                "method": method,
+            }
+            results.append((mask_overlay(frame, m.pred, mask), record))
+        return results
+
+    summary = process_video(
+        path, out_dir, frame_fn, every=every, batch_size=predictor.batch_size, progress=progress
+    )
+    return summary.to_dict()

@@ -1,16 +1,15 @@
-"""One image in, per-pixel maps out: :class:`MapPredictor` (PyTorch) and its :class:`Maps`.
+"""One image in, per-pixel maps out, with PyTorch: :class:`MapPredictor`.
 
-Shared by ``predict`` and ``visualize``; the ONNX backend
-(:class:`hazardseg.deploy.predictor.OnnxMapPredictor`) returns the same :class:`Maps`.
-Fitted method state and the calibrated threshold come from ``anomaly_state.pt`` beside the
-checkpoint (or an explicit state file).
+Shared by ``predict`` and ``visualize``; the onnxruntime backend
+(:class:`hazardseg.deploy.predictor.OnnxMapPredictor`) has the same interface
+(:class:`hazardseg.inference.interface.Predictor`). Fitted method state and the calibrated
+threshold come from the anomaly state file (``anomaly_state.pt`` beside the checkpoint, or
+``run.state_path``); nothing is fitted or written here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,102 +17,94 @@ import torch
 from PIL import Image
 
 from hazardseg import distributed
-from hazardseg.anomaly import create_method
-from hazardseg.anomaly.state import (
-    default_state_path,
-    load_method_state,
-    matching_thresholds,
-    restore_methods,
-)
+from hazardseg.anomaly.state import AnomalyState
 from hazardseg.config import EvalConfig
-from hazardseg.data.inputs import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from hazardseg.data.inputs import collect_images as collect_images
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import CheckpointError
-from hazardseg.evaluation.spec import resolve_spec
-from hazardseg.models.checkpoint import load_model
-from hazardseg.models.inference import forward_scores, parse_tta
-
-
-@dataclass
-class Maps:
-    """Maps of one image at the requested output size (H, W)."""
-
-    pred: np.ndarray
-    """Known-class ids (uint8)."""
-    confidence: np.ndarray
-    """Maximum softmax probability (float32)."""
-    score: np.ndarray
-    """Anomaly score, higher = more anomalous (float32)."""
+from hazardseg.evaluation.methods import build_methods, fit_description, threshold_settings
+from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, state_file
+from hazardseg.inference.interface import Maps
+from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
+from hazardseg.models.forward import forward_scores
 
 
 class MapPredictor:
-    """A loaded model plus one anomaly method (restored from the state file when fitted).
+    """A loaded model plus one anomaly method (its fitted state restored from the state file).
 
     Images go through the one forward pass of hazardseg
-    (:func:`hazardseg.models.inference.forward_scores`) with the evaluation spec resolved as
-    in ``evaluate`` (checkpoint ``eval:`` section, then ``spec`` / keyword settings): the
-    input resize policy, precision and device, logits resized to the output size, then the
-    score. A score map therefore equals the one ``evaluate --save-maps`` writes for the
-    same image, and a threshold from ``calibrate`` means the same here.
+    (:func:`hazardseg.models.forward.forward_scores`) with the evaluation spec (default: the
+    checkpoint's ``eval:`` section): the input resize policy, precision, TTA and device,
+    logits resized to the output size, then the score. A score map therefore equals the one
+    ``evaluate --save-maps`` writes for the same image, and a threshold from ``calibrate``
+    applies when it was calibrated under the same settings (see :attr:`calibrated`).
     """
+
+    backend = "torch"
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike[str],
+        checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
         method: str = "max_logit",
-        *,
         spec: EvalConfig | None = None,
-        model_name: str | None = None,
-        state_path: str | os.PathLike[str] | None = None,
-        **settings: Any,
+        run: RunOptions | None = None,
     ) -> None:
-        model, self.info = load_model(checkpoint, model_name=model_name)
-        base = spec
-        cfg = None if spec is not None else self.info.get("config")
-        config_file = settings.pop("config_file", None)
-        self.spec = resolve_spec(cfg, config_file, base=base, **settings)
+        run = run or RunOptions()
+        ckpt = open_checkpoint(checkpoint)
+        self.checkpoint = ckpt
+        self.info = ckpt.info
+        self.spec = spec if spec is not None else resolve_spec(ckpt.config)
+        check_spec(self.spec)
         self.device = distributed.resolve_device(self.spec.device)
-        self.model = model.to(self.device).eval()
+        self.model = ckpt.model.to(self.device).eval()
         self.method_name = method
-        self.method = create_method(method)
+        self.method = build_methods(method, run.method_options)[method]
         self.resize = self.spec.resize
         self.transform = build_eval_transform(self.resize, at_label_resolution=True)
-        spath = Path(state_path) if state_path is not None else default_state_path(checkpoint)
-        self.state_path = spath
-        state: dict[str, Any] | None = load_method_state(spath) if spath.is_file() else None
-        sha = self.info["sha256"]
-        if self.method.needs_fit:
-            restored = restore_methods(state, {method: self.method}, sha) if state else []
-            if not restored:
-                raise CheckpointError(
-                    f"method '{method}' needs fitted state and {spath} has none for this "
-                    "checkpoint: run `hazardseg evaluate` or `hazardseg calibrate` with "
-                    f"--methods {method} first"
-                )
-            fitted_tta = (state or {})["methods"][method].get("fit", {}).get("tta", "none")
-            if fitted_tta != str(parse_tta(self.spec.tta) or "none"):
-                raise CheckpointError(
-                    f"method '{method}' in {spath} was fitted with tta {fitted_tta!r}, not "
-                    f"{self.spec.tta!r}: run `hazardseg evaluate` or `hazardseg calibrate` with "
-                    f"--methods {method} --tta {self.spec.tta} first"
-                )
-        entry = (
-            matching_thresholds(state, {method: self.method}, sha, self.spec).get(method)
-            if state
-            else None
+        self.state = AnomalyState.open(state_file(run, ckpt.path), ckpt.sha256, for_writing=False)
+        self.state_path = self.state.path
+        wanted = fit_description(self.spec)
+        fits = self.state.restore({method: self.method}, wanted, explicit=run.explicit)
+        if self.method.needs_fit and not fits.restored:
+            raise CheckpointError(
+                f"{self.state.no_fit_text(self.method, wanted)}: run `hazardseg calibrate "
+                f"--checkpoint {ckpt.path} --methods {method}` with these settings first"
+            )
+        self.notes = fits.notes
+        self.fit = fits.fits.get(method)
+        # maps are computed at the image's own size: the label resolution of predict
+        self.settings = threshold_settings(self.spec, self.device, at_label_resolution=True)
+        self.calibrated: dict[str, Any] | None = self.state.threshold_for(
+            self.method, self.fit, self.settings
         )
-        self.calibrated: dict[str, Any] | None = entry
 
     @property
     def threshold(self) -> float | None:
-        """The calibrated threshold of the method, or None when none was stored."""
+        """The calibrated threshold that applies, or None when none was stored for these
+        settings."""
         return None if self.calibrated is None else float(self.calibrated["threshold"])
+
+    def missing_threshold(self) -> str:
+        """Why no calibrated threshold applies (the stored settings that differ)."""
+        return self.state.missing_threshold(self.method, self.fit, self.settings)
 
     @property
     def batch_size(self) -> int:
         """Images of one size per forward pass (the spec's ``batch_size``)."""
         return int(self.spec.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """What this predictor does, for ``predictions.json``."""
+        return {
+            "backend": self.backend,
+            "checkpoint": str(self.checkpoint.path),
+            "method": self.method_name,
+            "resize": self.resize,
+            "precision": self.settings.precision,
+            "tta": self.settings.tta,
+            "device": str(self.device),
+            "state_file": str(self.state_path),
+            "fit": self.fit,
+        }
 
     @torch.inference_mode()
     def predict_batch(
@@ -140,11 +131,13 @@ class MapPredictor:
         conf, pred = scored.logits.softmax(dim=1).max(dim=1)
         score = scored.scores[self.method_name].float()
         pred, conf, score = pred.cpu(), conf.cpu(), score.cpu()
+        input_size = (int(x.shape[-2]), int(x.shape[-1]))
         return [
             Maps(
                 pred=pred[i].to(torch.uint8).numpy(),
                 confidence=conf[i].numpy().astype(np.float32),
                 score=score[i].numpy().astype(np.float32),
+                input_size=input_size,
             )
             for i in range(len(images))
         ]

@@ -12,69 +12,77 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from hazardseg.data.classes import ANOMALY_ID, IGNORE_INDEX, NUM_CLASSES
+from hazardseg.config import EvalConfig
+from hazardseg.data.classes import NUM_CLASSES
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import load_image
 from hazardseg.errors import HazardsegError
+from hazardseg.evaluation.spec import RunOptions
 from hazardseg.inference.panels import PanelData, comparison_grid, sample_panel, save_figure
 from hazardseg.inference.predictor import MapPredictor
 from hazardseg.io import atomic_write_json
+from hazardseg.metrics.ood_functional import exact_curve_metrics, image_metrics
+from hazardseg.metrics.ood_protocol import per_image_masks
+from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.models.checkpoint import LoadedCheckpoint
 
 SELECT_MODES = ("even", "best", "worst")
 SELECT_BY = ("miou", "ap")
 
 
+@dataclass(frozen=True)
+class PanelSelection:
+    """Which samples ``visualize`` draws and with which anomaly method."""
+
+    samples: int | None = 6
+    """Number of samples (ignored when ``indices`` are given)."""
+    indices: Sequence[int] | None = None
+    method: str = "max_logit"
+    select: str = "even"
+    """"even" (spread over the split), "best" or "worst" by ``by``."""
+    by: str = "miou"
+    """Per-image metric that ranks samples: "miou" or "ap" (the official per-image AP)."""
+    grid: bool = True
+    """Also write one comparison grid."""
+
+
 def per_image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
-    """Mean IoU over the known classes present in the ground truth or the prediction of one
-    image (anomaly and ignored pixels excluded); NaN when there is no such pixel."""
-    valid = gt < num_classes
-    if not valid.any():
-        return math.nan
-    p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
-    cm = np.bincount(g * num_classes + p, minlength=num_classes**2).reshape(num_classes, -1)
-    inter = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean())
-
-
-def _ranked(score: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Cumulative TP/FP counts at each distinct score (descending) over annotated pixels."""
-    valid = (gt != IGNORE_INDEX) & np.isfinite(score)
-    s = score[valid].astype(np.float64)
-    pos = gt[valid] == ANOMALY_ID
-    order = np.argsort(-s, kind="mergesort")
-    s, pos = s[order], pos[order]
-    tp, fp = np.cumsum(pos), np.cumsum(~pos)
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.empty(0, int)
-    return s[last], tp[last], fp[last], int(pos.sum())
+    """Mean IoU of one image (the dataset mIoU's definition, :class:`ConfusionMatrix`, on its
+    pixels): classes present in the ground truth or the prediction; NaN when none is."""
+    cm = ConfusionMatrix(num_classes)
+    cm.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(gt.astype(np.int64)))
+    return float(cm.compute()["miou"])
 
 
 def per_image_ap(score: np.ndarray, gt: np.ndarray) -> float:
-    """Average precision of anomaly pixels (positive) against annotated known pixels; NaN
-    when the image lacks either class."""
-    _, tp, fp, npos = _ranked(score, gt)
-    if npos == 0 or tp.size == 0 or fp[-1] == 0:
-        return math.nan
-    precision = tp / (tp + fp)
-    recall = tp / npos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """The image's AP as the official per-image protocol (and results.json's ``per_image``)
+    computes it: :func:`~hazardseg.metrics.ood_functional.image_metrics` over
+    :func:`~hazardseg.metrics.ood_protocol.per_image_masks`; NaN without both classes."""
+    is_anom, valid = per_image_masks(torch.from_numpy(gt.astype(np.int64)))
+    return float(image_metrics(torch.from_numpy(score), is_anom, valid)["aupr"])
 
 
 def best_f1_threshold(score: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """The threshold (score >= t is anomalous) with the best pixel F1 on this image, and
-    that F1; (NaN, NaN) when the image has no anomaly pixel."""
-    s, tp, fp, npos = _ranked(score, gt)
-    if npos == 0 or s.size == 0:
+    """The threshold (score >= t is anomalous) with the best pixel F1 on this image's
+    annotated pixels, and that F1; (NaN, NaN) when the image has no anomaly pixel."""
+    from hazardseg.metrics.ood_protocol import evaluation_masks
+
+    is_anom, valid = evaluation_masks(torch.from_numpy(gt.astype(np.int64)))
+    if not bool((is_anom & valid).any()):
         return math.nan, math.nan
-    f1 = 2 * tp / (tp + fp + npos)
-    i = int(np.argmax(f1))
-    return float(s[i]), float(f1[i])
+    res = exact_curve_metrics(torch.from_numpy(score), is_anom, valid)
+    return float(res["best_f1_threshold"]), float(res["best_f1"])
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def select_indices(values: Sequence[float], n: int, mode: str) -> list[int]:
@@ -107,30 +115,29 @@ def _parse_selection(
 
 
 def visualize(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     data_root: str | os.PathLike[str],
     split: str,
     out_dir: str | os.PathLike[str],
-    *,
-    samples: int | None = 6,
-    indices: Sequence[int] | None = None,
-    method: str = "max_logit",
-    select: str = "even",
-    by: str = "miou",
-    grid: bool = True,
-    **settings: Any,
+    spec: EvalConfig | None = None,
+    run: RunOptions | None = None,
+    selection: PanelSelection | None = None,
 ) -> dict[str, Any]:
     """Write one panel PNG per chosen sample (``<split>_<index>.png``), a comparison grid
     (``<split>_grid.png``) and ``panels.json``; return that summary.
 
-    ``settings`` are evaluation-spec fields (``resize``, ``device``, ``precision``, ``tta``,
-    ``config_file``) resolved as in ``evaluate``, plus ``model_name`` (bare state dicts) and
-    ``state_path``; maps come from the one forward pass.
+    Maps come from :class:`~hazardseg.inference.predictor.MapPredictor` with ``spec``
+    (default: the checkpoint's) and ``run``; per-image mIoU and AP are computed by the same
+    code as ``results.json`` (the dataset mIoU's definition on one image; the official
+    per-image AP).
     """
+    sel = selection or PanelSelection()
+    samples, indices, method, select, by = sel.samples, sel.indices, sel.method, sel.select, sel.by
     dataset = StreetHazards(data_root, split)
     _parse_selection(split, len(dataset), samples, indices, select, by)
-    predictor = MapPredictor(checkpoint, method, **settings)
+    predictor = MapPredictor(checkpoint, method, spec, run)
     with_scores = split == "test"
+    num_classes = int(predictor.info["num_classes"])
 
     def sample_data(i: int) -> PanelData:
         item = dataset[i]
@@ -145,7 +152,7 @@ def visualize(
             confidence=maps.confidence,
             gt=gt,
             name=f"{split} #{i} ({dataset.samples[i].rel})",
-            miou=per_image_miou(maps.pred, gt),
+            miou=per_image_miou(maps.pred, gt, num_classes),
         )
         if with_scores:
             data.score = maps.score
@@ -180,15 +187,18 @@ def visualize(
             {
                 "index": i,
                 "image": str(dataset.samples[i].image_path),
-                "miou": data.miou,
-                "ap": data.ap,
+                "miou": _finite(data.miou),
+                "ap": _finite(data.ap),
+                "ap_note": None
+                if data.ap is None or math.isfinite(data.ap)
+                else "no anomaly pixels: AP undefined",
                 "threshold": data.threshold,
                 "threshold_source": data.threshold_label or None,
                 "panel": str(path),
             }
         )
     summary: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(predictor.checkpoint.path),
         "split": split,
         "method": method,
         "select": "indices" if indices is not None else select,
@@ -196,7 +206,7 @@ def visualize(
         "samples": rows,
         "grid": None,
     }
-    if grid and panels:
+    if sel.grid and panels:
         title = f"{split}: {len(panels)} samples, method {method}"
         summary["grid"] = str(
             save_figure(comparison_grid(panels, title), out / f"{split}_grid.png")

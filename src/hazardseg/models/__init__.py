@@ -12,7 +12,7 @@ from hazardseg.models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from hazardseg.models.inference import autocast_context, prepare_for_inference
+from hazardseg.models.forward import autocast_context, prepare_for_inference
 from hazardseg.models.registry import (
     create_model,
     describe_model,

@@ -328,3 +328,52 @@ def load_model(
     model.to(device)
     model.eval()
     return model, info
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A checkpoint's model (on the CPU until a command moves it) and what the file says of it
+    (see :func:`load_model` for ``info``)."""
+
+    path: Path
+    model: nn.Module
+    info: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 (ties fitted state and thresholds to these weights)."""
+        return str(self.info["sha256"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training config stored in the checkpoint ({} for a bare state dict)."""
+        return dict(self.info.get("config") or {})
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name."""
+        return str(self.info["model_name"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of known classes the model predicts."""
+        return int(self.info["num_classes"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names stored in the checkpoint (the StreetHazards names for 13 classes)."""
+        names = self.info.get("class_names")
+        if names:
+            return list(names)
+        return list(KNOWN_CLASS_NAMES) if self.num_classes == len(KNOWN_CLASS_NAMES) else None
+
+
+def open_checkpoint(
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint, model_name: str | None = None
+) -> LoadedCheckpoint:
+    """``checkpoint`` loaded on the CPU (returned as is when already loaded); ``model_name``
+    names the model of a bare state dict."""
+    if isinstance(checkpoint, LoadedCheckpoint):
+        return checkpoint
+    model, info = load_model(checkpoint, model_name=model_name, device="cpu")
+    return LoadedCheckpoint(Path(checkpoint), model, info)

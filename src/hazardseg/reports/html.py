@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from hazardseg.io import atomic_write_text
 from hazardseg.reports import plots
 from hazardseg.reports.sources import ResultsEntry
 from hazardseg.reports.tables import PROTOCOL_TITLES, Table, build_tables, format_value
+from hazardseg.run_folder import RunFolder
 
 MAX_IMAGES_PER_SECTION = 60
 """At most this many PNG files are embedded per figure section (the rest are listed)."""
@@ -52,70 +51,6 @@ def _img(data: bytes, alt: str) -> str:
 
 def _figure(fig: Any, alt: str) -> str:
     return _img(plots.figure_png(fig), alt)
-
-
-_NUMERIC_KEYS = (
-    "epoch",
-    "iteration",
-    "loss",
-    "lr",
-    "images_per_s",
-    "time_s",
-    "miou",
-    "miou_no_unlabeled",
-    "pixel_accuracy",
-)
-
-
-def _number_or_none(value: Any) -> tuple[float | int | None, bool]:
-    """(value as a finite number or None, whether a non-null value was dropped)."""
-    if value is None:
-        return None, False
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, True
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, True
-    return value, False
-
-
-def _clean_row(row: dict[str, Any]) -> bool:
-    """Replace values of the known numeric keys that are not finite numbers (text, lists...)
-    by None, in place; returns whether any was replaced."""
-    bad = False
-    for key in _NUMERIC_KEYS:
-        if key in row:
-            row[key], dropped = _number_or_none(row[key])
-            bad |= dropped
-    iou = row.get("iou")
-    if iou is not None and not isinstance(iou, dict):
-        row["iou"], bad = None, True
-    elif isinstance(iou, dict):
-        for name in list(iou):
-            iou[name], dropped = _number_or_none(iou[name])
-            bad |= dropped
-    return bad
-
-
-def read_metrics_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows of a metrics.jsonl file and the number of unreadable lines skipped (a run still
-    writing may leave a partial last line). Values of the metric keys that are not finite
-    numbers (e.g. a text ``miou``) are read as None and their line counts as skipped."""
-    rows: list[dict[str, Any]] = []
-    skipped = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            skipped += 1
-            continue
-        if isinstance(row, dict):
-            skipped += _clean_row(row)
-            rows.append(row)
-        else:
-            skipped += 1
-    return rows, skipped
 
 
 def html_table(table: Table) -> str:
@@ -154,10 +89,11 @@ def _iou_section(iou: dict[str, Any], caption: str) -> str:
 
 def _training_section(run: Path) -> tuple[str, str]:
     """(HTML section, status line) for metrics.jsonl."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
+    folder = RunFolder(run)
+    if not folder.metrics_jsonl.is_file():
         return "", "No training log (metrics.jsonl) in this run directory."
-    rows, skipped = read_metrics_jsonl(path)
+    metric_rows = folder.metric_rows()
+    rows, skipped = metric_rows.rows, metric_rows.skipped
     val = [r for r in rows if r.get("kind") == "val" and r.get("miou") is not None]
     train = [r for r in rows if r.get("kind") == "train"]
     parts = ["<h2>Training</h2>"]
@@ -266,10 +202,11 @@ def build_report_html(run_dir: str | os.PathLike[str], compare_dirs: Sequence[Pa
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError(f"run directory not found: {run}")
-    config = run / "config.yaml"
+    folder = RunFolder(run)
+    config = folder.config
     results = _results_files(run)
-    visual = sorted((run / "visualize").glob("*.png")) if (run / "visualize").is_dir() else []
-    if not (config.is_file() or (run / "metrics.jsonl").is_file() or results or visual):
+    visual = sorted(folder.visualize.glob("*.png")) if folder.visualize.is_dir() else []
+    if not (config.is_file() or folder.metrics_jsonl.is_file() or results or visual):
         raise DataError(
             f"{run}: not a run directory (expected config.yaml, metrics.jsonl, eval/ or visualize/)"
         )

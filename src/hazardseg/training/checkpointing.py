@@ -25,6 +25,7 @@ from hazardseg.models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from hazardseg.run_folder import RunFolder
 from hazardseg.training import rundir
 
 RESUME_MAY_CHANGE: frozenset[str] = frozenset(
@@ -92,8 +93,9 @@ def check_out_dir(cfg: ExperimentConfig, out_dir: Path, resume: bool, overwrite:
     """Raise when ``out_dir`` cannot take this run as asked (read-only): a run already there
     without ``resume``/``overwrite``, or, resuming, a config that changes what must not."""
     rundir.check_run_dir(out_dir, resume, overwrite)
-    if resume and (out_dir / "config.yaml").is_file():
-        check_resume_config(load_config(out_dir / "config.yaml"), cfg, out_dir)
+    folder = RunFolder(out_dir)
+    if resume and folder.config.is_file():
+        check_resume_config(load_config(folder.config), cfg, out_dir)
 
 
 def prepare_out_dir(
@@ -102,7 +104,7 @@ def prepare_out_dir(
     """Check ``out_dir`` (every process), then clear it on ``overwrite`` and save the config
     (rank 0); return the last.pt to resume from, if any."""
     check_out_dir(cfg, out_dir, resume, overwrite)
-    last = out_dir / "last.pt"
+    last = RunFolder(out_dir).last
     resume_from = last if resume and last.is_file() else None
     distributed.barrier(ctx)
     if ctx.is_main:
@@ -110,7 +112,7 @@ def prepare_out_dir(
             rundir.clear_run_dir(out_dir)
         rundir.remove_stale_temp_files(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+        save_config(cfg, RunFolder(out_dir).config)
     distributed.barrier(ctx)
     return resume_from
 
@@ -134,14 +136,14 @@ class Checkpointer:
         """Write best.pt and its dated copy ``best_<model>_<date>_miou<xx.xx>.pt`` (rank 0)."""
         if not self.ctx.is_main:
             return
-        best = self.out_dir / "best.pt"
+        best = RunFolder(self.out_dir).best
         self._save(best, state, None)
         rundir.publish_best_copy(self.out_dir, best, self.cfg.model.name, state.best_miou)
 
     def save_last(self, state: RunState) -> None:
         """Write last.pt (rank 0), then wait for every process."""
         if self.ctx.is_main:
-            self._save(self.out_dir / "last.pt", state, self.training)
+            self._save(RunFolder(self.out_dir).last, state, self.training)
         distributed.barrier(self.ctx)
 
     def _save(self, path: Path, state: RunState, training: TrainingState | None) -> None:

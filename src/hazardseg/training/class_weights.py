@@ -17,6 +17,7 @@ from hazardseg.data.streethazards import load_label
 from hazardseg.distributed import DistContext
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.io import atomic_write_json
+from hazardseg.run_folder import RunFolder
 
 
 def class_pixel_counts(
@@ -99,7 +100,7 @@ def run_class_weights(
     method, n = cfg.train.class_weight_method, cfg.model.num_classes
     weights = None
     if ctx.is_main:
-        cache = out_dir / "class_weights.json"
+        cache = RunFolder(out_dir).class_weights
         cached = read_class_weight_cache(cache, method, len(label_paths), n)
         if cached is None:
             record = class_weight_record(label_paths, n, method)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -10,16 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from hazardseg import distributed
 from hazardseg.config import TrainConfig
 from hazardseg.distributed import DistContext
 from hazardseg.errors import ConfigError
 from hazardseg.metrics.segmentation import ConfusionMatrix
-from hazardseg.models.inference import forward_logits
+from hazardseg.models.forward import forward_logits
+from hazardseg.progress import track
 from hazardseg.training.checkpointing import RunState
-from hazardseg.training.metrics_log import MetricLogger
+from hazardseg.training.metrics_log import MetricLogger, TrainProgress
 from hazardseg.training.schedule import Scheduler
 from hazardseg.training.steps import Precision, train_step
 
@@ -72,27 +73,25 @@ def train_one_epoch(
     state: RunState,
     logger: MetricLogger,
     validate_now: Callable[[], None],
-    progress: bool = False,
+    progress: TrainProgress | None = None,
 ) -> None:
     """Train epoch ``epoch`` over :func:`iterations_per_epoch` batches of ``loader``.
 
     Counts steps in ``state.global_iter``, logs a "train" row (mean loss over the processes,
     learning rate, images/s) every ``cfg.log_every_iters`` steps and after the last, and calls
     ``validate_now`` every ``cfg.val_every_iters`` steps (not on the last one when a validation
-    follows the epoch anyway), stopping once it sets ``state.stopped_early``. Raises ConfigError
-    when the loss stops being finite.
+    follows the epoch anyway), stopping once it sets ``state.stopped_early``. ``progress``
+    shows the iterations and writes one line at the epoch's end. Raises ConfigError when the
+    loss stops being finite.
     """
     iters = iterations_per_epoch(loader, cfg)
     val_at_end = validates_after(epoch, cfg)
     opt.model.train()
     logger.new_window()
-    bar = tqdm(
-        total=iters,
-        desc=f"epoch {epoch}/{cfg.epochs}",
-        disable=not progress,
-        dynamic_ncols=True,
-        leave=False,
-    )
+    bar = progress.epoch(epoch, cfg.epochs, iters) if progress is not None else None
+    t_start = time.monotonic()
+    loss_sum, loss_steps, images, window_steps = 0.0, 0, 0, 0
+    lr = opt.lr
     for i, batch in enumerate(loader):
         if i >= iters:
             break
@@ -101,7 +100,8 @@ def train_one_epoch(
         opt.scheduler.step_iteration()
         state.global_iter += 1
         logger.update(loss, batch["image"].shape[0])
-        bar.update(1)
+        images += int(batch["image"].shape[0]) * logger.ctx.world_size
+        window_steps += 1
         last = i + 1 == iters
         if state.global_iter % cfg.log_every_iters == 0 or last:
             mean_loss, images_per_s = logger.window()
@@ -110,7 +110,13 @@ def train_one_epoch(
                     f"training loss became {mean_loss} at iteration {state.global_iter}; "
                     f"lower train.lr (now {cfg.lr}) or enable train.grad_clip"
                 )
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}")
+            loss_sum += mean_loss * window_steps
+            loss_steps += window_steps
+            window_steps = 0
+            if bar is not None:
+                bar.postfix.update(
+                    loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}"
+                )
             logger.log(
                 {
                     "kind": "train",
@@ -122,13 +128,23 @@ def train_one_epoch(
                 }
             )
             logger.new_window()
+        if bar is not None:
+            bar.update(1)
         every = cfg.val_every_iters
         if every and state.global_iter % every == 0 and not (last and val_at_end):
             validate_now()
             opt.model.train()
             if state.stopped_early:
                 break
-    bar.close()
+    if bar is not None:
+        bar.close(final_line=not loss_steps)
+    if progress is not None and loss_steps:
+        seconds = time.monotonic() - t_start
+        progress.say(
+            f"epoch {epoch}/{cfg.epochs}: loss {loss_sum / loss_steps:.4f}, lr {lr:.2e}, "
+            f"{images / max(seconds, 1e-9):.1f} images/s, {seconds:.1f} s "
+            f"(iteration {state.global_iter})"
+        )
 
 
 def validate(
@@ -145,11 +161,11 @@ def validate(
 
     Every process first takes rank 0's buffers (BatchNorm statistics), so the score is that of
     the model best.pt would hold. Uses the one forward pass
-    (:func:`hazardseg.models.inference.forward_logits`) with the run's precision: logits are
+    (:func:`hazardseg.models.forward.forward_logits`) with the run's precision: logits are
     resized bilinearly to the mask's resolution when they differ.
     """
     distributed.broadcast_buffers(ctx, model)
-    batches = tqdm(loader, desc="validation", disable=not progress, dynamic_ncols=True, leave=False)
+    batches = track(loader, len(loader), "validation", unit="batch", enabled=progress)
     return _confusion_matrix(model, batches, num_classes, precision, ctx, channels_last)
 
 
@@ -165,7 +181,6 @@ def _confusion_matrix(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes)
-    cm.matrix = cm.matrix.to(ctx.device)
     try:
         for batch in batches:
             masks = batch["mask"].to(ctx.device, non_blocking=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hazardseg import distributed
 from hazardseg.config import ExperimentConfig, config_from_dict, config_to_dict, validate_config
 from hazardseg.distributed import DistContext
 from hazardseg.models.checkpoint import TrainingState
+from hazardseg.run_folder import RunFolder
 from hazardseg.training.build import (
     Loaders,
     build_loaders,
@@ -44,7 +44,7 @@ from hazardseg.training.engine import (
     validates_after,
 )
 from hazardseg.training.losses import SegmentationLoss
-from hazardseg.training.metrics_log import MetricLogger, MetricsLog
+from hazardseg.training.metrics_log import MetricLogger, MetricsLog, TrainProgress
 from hazardseg.training.schedule import EarlyStopping, Scheduler, build_optimizer
 from hazardseg.training.steps import (
     epoch_seed,
@@ -75,7 +75,7 @@ def fit(
         torch.set_num_threads(cfg.train.num_threads)
     ctx = distributed.setup(cfg.train.device)
     try:
-        run = _build_run(cfg, Path(out_dir), ctx, resume, overwrite, progress and ctx.is_main)
+        run = _build_run(cfg, Path(out_dir), ctx, resume, overwrite, progress)
         try:
             _train(run)
         finally:
@@ -100,12 +100,18 @@ class _Run:
     logger: MetricLogger
     stopper: EarlyStopping
     state: RunState
-    progress: bool
+    progress: TrainProgress | None
+    """What is shown while training (rank 0; None on other ranks)."""
+
+    @property
+    def show(self) -> bool:
+        """Whether progress is shown on this process's terminal."""
+        return self.progress is not None and self.progress.show
 
     def say(self, text: str) -> None:
-        """A line under the progress bars (when they are shown)."""
-        if self.progress:
-            tqdm.write(text)
+        """A line under the progress bars (when they are shown) and in train.log."""
+        if self.progress is not None:
+            self.progress.say(text)
 
 
 def _build_run(
@@ -148,7 +154,8 @@ def _build_run(
     )  # fmt: skip
     rows = MetricsLog.for_run(out_dir, class_names, state.global_iter) if ctx.is_main else None
     logger = MetricLogger(ctx, rows, elapsed_s=state.elapsed_s)
-    return _Run(cfg, ctx, data, model, opt, checkpoints, logger, stopper, state, progress)
+    shown = TrainProgress(RunFolder(out_dir).train_log, progress) if ctx.is_main else None
+    return _Run(cfg, ctx, data, model, opt, checkpoints, logger, stopper, state, shown)
 
 
 def _train(run: _Run) -> None:
@@ -183,7 +190,7 @@ def _validate(run: _Run, epoch: int) -> None:
     state, opt = run.state, run.opt
     cm = validate(
         run.model, run.data.val, run.cfg.model.num_classes, opt.precision, run.ctx,
-        opt.channels_last, run.progress,
+        opt.channels_last, run.show,
     )  # fmt: skip
     result = cm.to_dict(run.checkpoints.class_names)
     miou = result["miou"] if result["miou"] is not None else float("nan")
@@ -217,12 +224,12 @@ def _save_last(run: _Run) -> None:
 
 
 def _summary(out_dir: Path, state: RunState) -> dict[str, Any]:
-    best = out_dir / "best.pt"
+    best = RunFolder(out_dir).best
     return {
         "best_miou": state.best_miou if math.isfinite(state.best_miou) else None,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "best_checkpoint": str(best) if best.is_file() else None,
-        "last_checkpoint": str(out_dir / "last.pt"),
+        "last_checkpoint": str(RunFolder(out_dir).last),
     }

@@ -18,6 +18,8 @@ import torch
 from hazardseg import distributed
 from hazardseg.distributed import DistContext
 from hazardseg.io import atomic_write_text
+from hazardseg.progress import Progress
+from hazardseg.run_folder import RunFolder
 
 TRAIN_FIELDS: tuple[str, ...] = ("epoch", "iteration", "loss", "lr", "images_per_s", "time_s")
 VAL_FIELDS: tuple[str, ...] = (
@@ -89,33 +91,14 @@ class MetricsLog:
 
             self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step)
 
-    @staticmethod
-    def read_rows(path: Path, up_to_iteration: int | None = None) -> list[dict[str, Any]]:
-        """Rows of an existing metrics.jsonl, dropping those after ``up_to_iteration``.
-
-        Used on resume: rows logged after the checkpoint being resumed are discarded so the
-        log matches an uninterrupted run. A torn last line is skipped.
-        """
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if up_to_iteration is None or int(row.get("iteration", 0)) <= up_to_iteration:
-                rows.append(row)
-        return rows
-
     @classmethod
     def for_run(cls, out_dir: Path, class_names: Sequence[str], iteration: int) -> MetricsLog:
         """The log of run directory ``out_dir`` resumed at global ``iteration`` (0: a new run):
-        rows logged after it are dropped, TensorBoard writes to ``out_dir/tb``."""
-        rows = cls.read_rows(out_dir / "metrics.jsonl", up_to_iteration=iteration)
-        return cls(out_dir, class_names, rows=rows, tb_dir=out_dir / "tb", purge_step=iteration)
+        rows logged after it are dropped (the log then matches an uninterrupted run),
+        TensorBoard writes to ``out_dir/tb``."""
+        folder = RunFolder(out_dir)
+        rows = folder.metric_rows(up_to_iteration=iteration).rows
+        return cls(out_dir, class_names, rows=rows, tb_dir=folder.tensorboard, purge_step=iteration)
 
     def log(self, row: dict[str, Any]) -> None:
         """Append a row (``kind`` "train" or "val").
@@ -152,9 +135,8 @@ class MetricsLog:
             self.writer.flush()
 
     def _write(self) -> None:
-        atomic_write_text(
-            self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows)
-        )
+        folder = RunFolder(self.out_dir)
+        atomic_write_text(folder.metrics_jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
         buf = io.StringIO()
         writer = csv.DictWriter(
             buf,
@@ -165,7 +147,7 @@ class MetricsLog:
         writer.writeheader()
         for r in self.rows:
             writer.writerow({k: ("" if v is None else v) for k, v in flatten_row(r).items()})
-        atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
+        atomic_write_text(folder.metrics_csv, buf.getvalue())
 
     def close(self) -> None:
         """Write pending rows; flush and close TensorBoard."""
@@ -248,3 +230,34 @@ class MetricLogger:
         """Write pending rows; close TensorBoard."""
         if self.rows is not None:
             self.rows.close()
+
+
+class TrainProgress:
+    """What a training run shows while it runs: per epoch a bar on a terminal (periodic
+    lines elsewhere), one summary line per epoch and per validation. Every line also goes
+    to ``log_file`` (RUN_DIR/train.log, rank 0) whether or not it is shown."""
+
+    def __init__(self, log_file: Path | None, show: bool, every_s: float = 30.0) -> None:
+        self.log_file = log_file
+        self.show = show
+        self.every_s = every_s
+        self._bar: Progress | None = None
+
+    def epoch(self, epoch: int, epochs: int, iterations: int) -> Progress:
+        """The progress of one epoch's iterations (close it at the epoch's end)."""
+        self._bar = Progress(
+            iterations,
+            f"epoch {epoch}/{epochs}",
+            unit="it",
+            show=self.show,
+            every_s=self.every_s,
+            log_file=self.log_file,
+        )
+        return self._bar
+
+    def say(self, text: str) -> None:
+        """A line: under the bar (or on stderr) when shown, and in the log file."""
+        bar = self._bar if self._bar is not None and not self._bar.closed else None
+        if bar is None:
+            bar = Progress(None, "", show=self.show, log_file=self.log_file, bar=False)
+        bar.write(text)

@@ -8,29 +8,12 @@ from pathlib import Path
 
 from hazardseg.errors import HazardsegError
 from hazardseg.io import atomic_path
-
-RUN_FILES: tuple[str, ...] = (
-    "config.yaml",
-    "last.pt",
-    "best.pt",
-    "metrics.jsonl",
-    "metrics.csv",
-    "class_weights.json",
-)
-"""Files a training run writes (plus ``best_*_miou*.pt`` copies and ``tb/``)."""
-
-BEST_COPY_GLOB = "best_*_miou*.pt"
+from hazardseg.run_folder import BEST_COPY_GLOB, TRAINING_FILES, RunFolder
 
 
 def existing_run_files(out_dir: Path) -> list[Path]:
     """Training outputs already present in ``out_dir`` (empty when it is new or unused)."""
-    if not out_dir.exists():
-        return []
-    found = [out_dir / n for n in RUN_FILES if (out_dir / n).exists()]
-    found += sorted(out_dir.glob(BEST_COPY_GLOB))
-    if (out_dir / "tb").exists():
-        found.append(out_dir / "tb")
-    return found
+    return RunFolder(out_dir).training_outputs()
 
 
 def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -51,7 +34,8 @@ def check_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def clear_run_dir(out_dir: Path) -> None:
-    """Remove the training outputs listed in :data:`RUN_FILES`, best copies and ``tb/``.
+    """Remove the training outputs (:data:`hazardseg.run_folder.TRAINING_FILES`), best copies
+    and ``tb/``.
 
     Anything else in the directory (evaluations, figures, user files) is kept.
     """
@@ -71,7 +55,7 @@ def remove_stale_temp_files(out_dir: Path) -> list[Path]:
     if out_dir.is_dir():
         for tmp in out_dir.glob(".*.tmp"):
             stem = tmp.name[1:].split(".tmp")[0]
-            if any(stem.startswith(n + ".") for n in RUN_FILES) or stem.startswith("best_"):
+            if any(stem.startswith(n + ".") for n in TRAINING_FILES) or stem.startswith("best_"):
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
     return removed

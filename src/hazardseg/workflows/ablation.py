@@ -17,6 +17,7 @@ un-augmented data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -189,6 +190,7 @@ def run_ablation(
     ``ablation.json`` into ``out_dir`` and return the JSON content."""
     from hazardseg.evaluation import evaluate
     from hazardseg.evaluation.results import load_results
+    from hazardseg.evaluation.spec import RunOptions
     from hazardseg.training import fit
 
     configs = variant_configs(base, grid, sets)
@@ -211,16 +213,14 @@ def run_ablation(
                 say(f"[{time.perf_counter() - t0:6.1f}s] {k}/{total} {name} seed {seed}: train")
                 seeded = apply_overrides(cfg, [f"train.seed={seed}"])
                 trained = fit(seeded, run, overwrite=True, progress=progress)
+                spec = dataclasses.replace(seeded.eval, methods=method, components="none")
                 evaluate(
                     trained["best_checkpoint"],
                     seeded.data.root,
                     "test",
-                    method,
-                    res_path.parent,
-                    resize=seeded.eval.resize,
-                    at_label_resolution=seeded.eval.at_label_resolution,
-                    components=False,
-                    save_state=False,
+                    spec,
+                    RunOptions(save_state=False),
+                    out_dir=res_path.parent,
                 )
             results = load_results(res_path)
             pooled = results["methods"][method]["pooled"]
@@ -252,20 +252,7 @@ def run_ablation(
 
 
 def _best_val_miou(run: Path) -> float | None:
-    """Best validation mIoU logged in ``run/metrics.jsonl``."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    from hazardseg.reports.html import read_metrics_jsonl
+    """Best validation mIoU logged in the run's metrics.jsonl."""
+    from hazardseg.run_folder import RunFolder
 
-    best = None
-    rows, _ = read_metrics_jsonl(path)
-    for row in rows:
-        miou = row.get("miou")
-        if (
-            row.get("kind") == "val"
-            and isinstance(miou, int | float)
-            and not isinstance(miou, bool)
-        ):
-            best = float(miou) if best is None else max(best, float(miou))
-    return best
+    return RunFolder(run).metric_rows().best_val_miou()

@@ -35,7 +35,7 @@ class DemoPlan:
     overrides: tuple[str, ...]
     """Config overrides applied on top of the recipe."""
     fit_images: int
-    """Training images used to fit SML / HEAT statistics."""
+    """Training images the fitted methods are fitted on (``eval.fit_images`` of the run)."""
     panels: int
 
 
@@ -70,8 +70,15 @@ def recipe_path() -> Path:
 
 
 def demo_config(plan: DemoPlan, data_root: Path, workers: int) -> ExperimentConfig:
-    """The recipe with the plan's overrides, the data root and the worker count."""
-    overrides = [*plan.overrides, f"data.root={data_root}", f"data.num_workers={workers}"]
+    """The recipe with the plan's overrides, the data root, the worker count and the fitting
+    images (``eval.fit_images``, so the run's config says how its methods are fitted)."""
+    overrides = [
+        *plan.overrides,
+        f"data.root={data_root}",
+        f"data.num_workers={workers}",
+        f"eval.fit_images={plan.fit_images}",
+        f"eval.workers={workers}",
+    ]
     return load_config(recipe_path(), overrides)
 
 
@@ -95,7 +102,7 @@ def run_demo(
     from hazardseg.data.synth import generate_dataset
     from hazardseg.evaluation import evaluate
     from hazardseg.evaluation.calibrate import calibrate
-    from hazardseg.inference.visualize import visualize
+    from hazardseg.inference.visualize import PanelSelection, visualize
     from hazardseg.reports.compare import write_comparison
     from hazardseg.reports.html import build_report
     from hazardseg.training import fit
@@ -135,7 +142,7 @@ def run_demo(
 
     cfg = demo_config(plan, data, workers)
     t = stage(2, "train", f"{cfg.model.name} from scratch, {cfg.train.epochs} epochs -> {run}")
-    trained = fit(cfg, run, overwrite=overwrite, progress=False)
+    trained = fit(cfg, run, overwrite=overwrite, progress=True)
     ckpt = Path(trained["best_checkpoint"])
     stages["train"] = time.perf_counter() - t
     say(
@@ -143,18 +150,18 @@ def run_demo(
         f"(epoch {trained['best_epoch']})"
     )
 
-    common = {
-        "resize": cfg.eval.resize,
-        "fit_split": "train",
-        "fit_images": plan.fit_images,
-        "workers": workers,
-    }
-    t = stage(3, "calibrate", "fit SML/HEAT on train, thresholds at 5% FPR on validation")
-    calibrate(ckpt, data, "validation", "all", **common)
+    # the run's config (in the checkpoint) holds the fitting settings: every later command
+    # on this checkpoint uses the same fits and thresholds without being told
+    t = stage(
+        3, "calibrate",
+        f"fit sml/heat/knn/mahalanobis on {cfg.eval.fit_images} train images, thresholds at "
+        "5% FPR on validation",
+    )  # fmt: skip
+    calibrate(ckpt, data, "validation")
     stages["calibrate"] = time.perf_counter() - t
 
     t = stage(4, "evaluate", "every method on the test split")
-    results = evaluate(ckpt, data, "test", "all", run / "eval" / "test", **common)
+    results = evaluate(ckpt, data, "test", out_dir=run / "eval" / "test")
     stages["evaluate"] = time.perf_counter() - t
 
     t = stage(5, "compare", f"tables and curves -> {out_dir / 'compare'}")
@@ -163,14 +170,9 @@ def run_demo(
 
     t = stage(6, "visualize", f"{plan.panels} test panels -> {run / 'visualize'}")
     visualize(
-        ckpt,
-        data,
-        "test",
-        run / "visualize",
-        samples=plan.panels,
-        method="max_logit",
-        resize=cfg.eval.resize,
-    )
+        ckpt, data, "test", run / "visualize",
+        selection=PanelSelection(samples=plan.panels, method="max_logit"),
+    )  # fmt: skip
     stages["visualize"] = time.perf_counter() - t
 
     t = stage(7, "report", f"{run / 'report.html'}")

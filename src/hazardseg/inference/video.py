@@ -9,7 +9,7 @@ memory does not grow with the video's length::
     summary = process_video("drive.mp4", "out/", frame_fn, every=2)
     # out/overlay.mp4, out/frames.jsonl (one JSON object per processed frame), out/video.json
 
-The overlays are encoded by :class:`hazardseg.deploy.video_writer.VideoWriter`.
+The overlays are encoded by :class:`hazardseg.inference.video_writer.VideoWriter`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.deploy import DeployError, require
-from hazardseg.deploy.video_writer import VideoWriter
 from hazardseg.errors import DataError
+from hazardseg.inference.video_writer import VideoError, VideoWriter
 from hazardseg.io import atomic_path, atomic_write_json
+from hazardseg.optional import require
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 """File suffixes read and written as video."""
@@ -160,7 +160,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 
 def _check_every(every: int) -> int:
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise DeployError(f"every must be a positive integer (1 = every frame), got {every!r}")
+        raise VideoError(f"every must be a positive integer (1 = every frame), got {every!r}")
     return every
 
 
@@ -219,7 +219,7 @@ def process_video(
     names = outputs or VideoOutputs()
     _check_every(every)
     if batch_size < 1:
-        raise DeployError(f"batch_size must be >= 1, got {batch_size}")
+        raise VideoError(f"batch_size must be >= 1, got {batch_size}")
     info = probe_video(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,15 +228,13 @@ def process_video(
     if max_frames is not None and total is not None:
         total = min(total, max_frames)
 
-    from tqdm.auto import tqdm
+    from hazardseg.progress import Progress
 
     start = time.perf_counter()
     processed = 0
     last_index = -1
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(
-            tqdm(total=total, unit="frame", disable=not progress, desc=Path(path).name)
-        )
+        bar = stack.enter_context(Progress(total, Path(path).name, unit="frame", show=progress))
         rec_tmp = stack.enter_context(atomic_path(out / names.records))
         records = stack.enter_context(open(rec_tmp, "w", encoding="utf-8"))
         writer = None
@@ -249,7 +247,7 @@ def process_video(
             nonlocal processed
             results = list(frame_fn([f.image for f in batch]))
             if len(results) != len(batch):
-                raise DeployError(
+                raise VideoError(
                     f"frame_fn returned {len(results)} results for {len(batch)} frames"
                 )
             for frame, (overlay, record) in zip(batch, results, strict=True):

@@ -54,6 +54,14 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[key]
 
 
+def effective_precision(precision: str, device: str | torch.device) -> str:
+    """The precision a forward pass with ``precision`` runs at on ``device``: "auto" is
+    "bf16" on CUDA and "fp32" elsewhere; other names are returned as they are."""
+    if str(precision).lower() == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return str(precision).lower()
+
+
 def prepare_for_inference(
     model: nn.Module, device: str | torch.device = "cpu", *, channels_last: bool = True
 ) -> nn.Module:

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.deploy import DeployError, require
+from hazardseg.errors import HazardsegError
 from hazardseg.io import atomic_path
+from hazardseg.optional import require
 
 CONTAINER_FORMATS: dict[str, str] = {
     ".mp4": "mp4",
@@ -22,6 +23,10 @@ CONTAINER_FORMATS: dict[str, str] = {
     ".webm": "webm",
 }
 """Video suffix -> the container format written."""
+
+
+class VideoError(HazardsegError):
+    """A video cannot be read or written as asked."""
 
 
 class VideoWriter:
@@ -45,12 +50,12 @@ class VideoWriter:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in CONTAINER_FORMATS:
-            raise DeployError(
+            raise VideoError(
                 f"{self.path}: unknown video suffix {suffix!r}; expected one of "
                 f"{', '.join(CONTAINER_FORMATS)}"
             )
         if not fps or not math.isfinite(fps) or fps <= 0:
-            raise DeployError(f"{self.path}: frame rate must be > 0, got {fps!r}")
+            raise VideoError(f"{self.path}: frame rate must be > 0, got {fps!r}")
         self.av = require("av", "video input/output")
         self.format = CONTAINER_FORMATS[suffix]
         default = {"avi": "mpeg4", "webm": "libvpx-vp9"}.get(self.format, "libx264")
@@ -58,7 +63,7 @@ class VideoWriter:
         if self.codec not in self.av.codecs_available:
             fallback = "mpeg4"
             if codec is not None or fallback not in self.av.codecs_available:
-                raise DeployError(f"video codec {self.codec!r} is not available in PyAV")
+                raise VideoError(f"video codec {self.codec!r} is not available in PyAV")
             self.codec = fallback
         self.fps = float(fps)
         self.crf = int(crf)
@@ -87,7 +92,7 @@ class VideoWriter:
     def write(self, image: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise DeployError(
+            raise VideoError(
                 f"{self.path.name}: expected an (H, W, 3) uint8 RGB frame, got "
                 f"{image.dtype} {tuple(image.shape)}"
             )
@@ -95,7 +100,7 @@ class VideoWriter:
         if self._container is None:
             self._open(h, w)
         elif (h, w) != self._size:
-            raise DeployError(
+            raise VideoError(
                 f"{self.path.name}: frame {self.frames} is {h}x{w}, the first frame was "
                 f"{self._size[0]}x{self._size[1]} (HxW); all frames must share one size"
             )
@@ -124,7 +129,7 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
-        self._stack.__exit__(DeployError, DeployError("aborted"), None)
+        self._stack.__exit__(VideoError, VideoError("aborted"), None)
 
     def __enter__(self) -> VideoWriter:
         return self
