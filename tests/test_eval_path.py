@@ -273,3 +273,49 @@ def test_calibrated_threshold_is_tied_to_the_spec(tree, tmp_path, one_torch_thre
     tta_spec = spec_for(tree["ckpt"], methods="max_logit", tta="1,flip")
     tta = evaluate(tree["ckpt"], tree["root"], "test", tta_spec, run)
     assert tta["methods"]["max_logit"]["calibrated"] is None
+
+
+def test_fitted_state_is_never_silently_replaced(tree, tmp_path, capsys, one_torch_thread):
+    """calibrate with non-default fit settings, then a plain evaluate, then predict: the
+    fit and its threshold are used (and said); an explicit other setting adds a fit beside;
+    --refit replaces it and removes its thresholds, and predict then names what is missing."""
+    import json
+
+    from hazardseg.anomaly.state import AnomalyState
+
+    state = tmp_path / "state.pt"
+    base = ["--checkpoint", str(tree["ckpt"]), "--data", str(tree["root"]), "--quiet",
+            "--state", str(state), "--methods", "heat"]  # fmt: skip
+    assert main(["calibrate", *base, "--fit-images", "1"]) == 0
+    out = tmp_path / "plain"
+    assert main(["evaluate", *base, "--out", str(out), "--components", "none"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["evaluation"]["state_fitted"] == [] and res["evaluation"]["state_restored"] == [
+        "heat"
+    ]
+    assert any("heat: using the state fitted on train, 1 images" in n for n in res["notes"])
+    assert res["methods"]["heat"]["calibrated"] is not None
+    img = str(next((tree["root"] / "test").rglob("images/**/*.png")))
+    predict = ["predict", img, "--checkpoint", str(tree["ckpt"]), "--state", str(state),
+               "--method", "heat", "--quiet"]  # fmt: skip
+    assert main([*predict, "--out", str(tmp_path / "p1")]) == 0
+    assert (
+        "calibrated"
+        in json.loads((tmp_path / "p1" / "predictions.json").read_text())["threshold_source"]
+    )
+    # an explicit other fitting setting fits beside, keeping the calibrated fit and threshold
+    assert main(["evaluate", *base, "--out", str(out), "--fit-images", "2"]) == 0
+    stored = AnomalyState.read(state)
+    assert sorted(e["fit"]["max_images"] for e in stored.fits) == [1, 2]
+    assert len(stored.thresholds) == 1
+    assert main([*predict, "--out", str(tmp_path / "p2")]) == 0  # still the calibrated fit
+    # --refit replaces the fit the spec asks for (100 images here: a new one) ...
+    assert main(["calibrate", *base, "--fit-images", "1", "--refit"]) == 0
+    stored = AnomalyState.read(state)
+    assert sorted(e["fit"]["max_images"] for e in stored.fits) == [1, 2]
+    assert len(stored.thresholds) == 1  # recalibrated: the new fit's threshold
+    capsys.readouterr()
+    # ... and a threshold of other settings is refused by name
+    assert main([*predict, "--resize", "48x32", "--out", str(tmp_path / "p3")]) == 2
+    err = capsys.readouterr().err
+    assert "needs fitted state under resize 48x32" in err and len(err.strip().splitlines()) == 1

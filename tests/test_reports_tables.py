@@ -305,3 +305,50 @@ def test_sensitivity_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     q = write(tmp_path / "e" / "results.json", empty)
     with pytest.raises(DataError, match=r"curves\.pr"):
         write_sensitivity(q, "msp")
+
+
+def test_only_settings_that_change_the_metric_must_agree(tmp_path: Path) -> None:
+    """A model evaluated at 640x360 (scored at label resolution) sits next to score maps
+    scored at label resolution: the input resize changes the prediction, not which pixels are
+    measured, so it is a labelled column, not a refusal. A model scored at its input
+    resolution measures another pixel grid and is refused."""
+    model = write(tmp_path / "m" / "results.json", make_results(resize="640x360"))
+    maps = make_results("external")
+    maps["model"]["checkpoint"] = None
+    maps["segmentation"] = None
+    maps = write(tmp_path / "maps" / "results.json", maps)
+    table = build_tables(load_entries([model, maps]))["pooled"]
+    assert table.id_columns == ["model", "method", "data.resize"]
+    assert {r["data.resize"] for r in table.rows} == {"640x360", "native"}
+    coarse = make_results("coarse", resize="320x180")
+    coarse["data"]["at_label_resolution"] = False
+    coarse = write(tmp_path / "c" / "results.json", coarse)
+    with pytest.raises(
+        DataError, match=r"evaluation\.grid is 'label resolution'.*input resolution"
+    ):
+        build_tables(load_entries([maps, coarse]))
+
+
+def test_component_rows_say_which_threshold_and_rank_within_it(tmp_path: Path) -> None:
+    """Calibrated and oracle component F1 are different quantities: each row names its
+    threshold and the best is marked within rows of the same kind."""
+    cal = make_results("calibrated_model")
+    for m in cal["methods"].values():
+        m["components"]["threshold_source"] = "calibrated"
+        m["components"]["mean_f1"] = 0.2
+    ora = make_results("oracle_model")
+    for m in ora["methods"].values():
+        m["components"]["threshold_source"] = "oracle"
+    paths = [write(tmp_path / n / "results.json", r) for n, r in (("c", cal), ("o", ora))]
+    table = build_tables(load_entries(paths))["components"]
+    assert [c.header for c in table.columns][:2] == ["mIoU", "threshold from"]
+    sources = [r["threshold_source"] for r in table.rows]
+    assert sorted(set(sources)) == ["calibrated", "oracle"]
+    best = {table.rows[i]["threshold_source"] for i in table.best["f1"]}
+    assert best == {"calibrated", "oracle"}  # one best per kind of threshold
+    md = table_to_markdown(table)
+    assert "| threshold from |" in md and "calibrated" in md
+    from hazardseg.reports.tables import PROTOCOL_TITLES
+
+    assert "best-F1 threshold of the evaluated split" in PROTOCOL_TITLES["components"]
+    assert "calibrated" in PROTOCOL_TITLES["components"]

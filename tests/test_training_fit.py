@@ -231,3 +231,45 @@ def test_resume_refuses_changed_config(shared_tiny_tree: Path, tmp_path: Path) -
     result = fit(make_cfg(shared_tiny_tree, "train.epochs=2"), run, resume=True, progress=False)
     assert result["epochs_run"] == 2
     assert [x["epoch"] for x in rows(run) if x["kind"] == "val"] == [1, 2]
+
+
+def test_progress_when_not_on_a_terminal(shared_tiny_tree: Path, tmp_path: Path, capfd) -> None:
+    """Training whose output goes to a file prints a line per epoch and per validation on
+    stderr, and writes the same lines to RUN_DIR/train.log; without progress only the log."""
+    run = tmp_path / "run"
+    fit(make_cfg(shared_tiny_tree), run, progress=True)
+    err = capfd.readouterr().err
+    for epoch in (1, 2):
+        line = next(x for x in err.splitlines() if x.startswith(f"epoch {epoch}/2: loss "))
+        assert "images/s" in line and "lr" in line
+    assert "val mIoU" in err and "\r" not in err  # plain lines, no bar redraws
+    log = (run / "train.log").read_text().splitlines()
+    assert [x for x in log if x.startswith("epoch ") and ": loss " in x] == [
+        x for x in err.splitlines() if x.startswith("epoch ") and ": loss " in x
+    ]
+    quiet = tmp_path / "quiet"
+    fit(make_cfg(shared_tiny_tree), quiet, progress=False)
+    assert capfd.readouterr().err == ""
+    assert sum(": loss " in x for x in (quiet / "train.log").read_text().splitlines()) == 2
+
+
+def test_progress_lines_every_interval_on_long_epochs(tmp_path: Path) -> None:
+    """Periodic lines while an epoch runs (time-based), and none for a short wait."""
+    import io
+
+    from hazardseg.progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(10, "epoch 1/1", unit="it", every_s=0.0, bar=False, stream=stream,
+                   log_file=tmp_path / "log.txt")  # fmt: skip
+    for _ in range(3):
+        bar.update(1, loss="0.5")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("epoch 1/1: 1/10 it (")
+    assert "loss 0.5" in lines[-1] and "3/10" in lines[-1]
+    assert (tmp_path / "log.txt").read_text().splitlines() == lines
+    stream = io.StringIO()
+    with Progress(10, "short", bar=False, stream=stream) as quick:
+        quick.update(10)
+    assert stream.getvalue() == ""  # shorter than the interval: nothing shown

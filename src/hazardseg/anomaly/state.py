@@ -241,7 +241,13 @@ class AnomalyState:
             if all(str(e["fit"].get(k)) == str(wanted.get(k)) for k in FIT_INPUT_KEYS)
             and all(e["fit"].get(k) == wanted.get(k) for k in pinned)
         ]
-        return usable[-1] if usable else None
+        # a fit that was calibrated keeps its thresholds in use: prefer those, newest first
+        calibrated = [
+            e
+            for e in usable
+            if any(t["method"] == method.name and t.get("fit") == e["fit"] for t in self.thresholds)
+        ]
+        return (calibrated or usable)[-1] if usable else None
 
     def record_fit(
         self, method: AnomalyMethod, fit: Mapping[str, Any], replace: bool = False

@@ -15,11 +15,17 @@ from hazardseg.errors import DataError
 COMPARISON_KEYS: tuple[str, ...] = (
     "data.split",
     "data.num_images",
-    "data.resize",
-    "data.at_label_resolution",
+    "evaluation.grid",
     "protocol.exclude_unlabeled",
 )
-"""Fields that must agree between results compared in one table."""
+"""What must agree between results compared in one table: the settings that change what a
+metric measures (which images, which pixel grid, which pixels). ``evaluation.grid`` is
+derived (:func:`comparison_value`): "label resolution", or the input resize policy when a
+model was scored at its input resolution."""
+LABEL_KEYS: tuple[str, ...] = ("data.resize",)
+"""Settings that change a model's predictions but not the metric's definition: shown as a
+column when they differ, never refused (a model at 640x360 and score maps scored at label
+resolution measure the same pixels)."""
 
 
 @dataclass
@@ -94,25 +100,45 @@ def load_entries(paths: Sequence[str | os.PathLike[str]]) -> list[ResultsEntry]:
     return entries
 
 
-def mixed_keys(entries: Sequence[ResultsEntry]) -> list[str]:
-    """The :data:`COMPARISON_KEYS` whose values differ between ``entries``."""
+def comparison_value(results: dict[str, Any], key: str) -> Any:
+    """The value of a comparison or label key in a results document (see
+    :data:`COMPARISON_KEYS`)."""
+    if key == "evaluation.grid":
+        data = results.get("data") or {}
+        if data.get("at_label_resolution", True):
+            return "label resolution"
+        return f"input resolution ({data.get('resize', 'native')})"
+    return lookup(results, key)
+
+
+def _differing(entries: Sequence[ResultsEntry], keys: Sequence[str]) -> list[str]:
     return [
-        key for key in COMPARISON_KEYS if len({repr(lookup(e.results, key)) for e in entries}) > 1
+        key for key in keys if len({repr(comparison_value(e.results, key)) for e in entries}) > 1
     ]
 
 
+def mixed_keys(entries: Sequence[ResultsEntry]) -> list[str]:
+    """The :data:`COMPARISON_KEYS` whose values differ between ``entries``."""
+    return _differing(entries, COMPARISON_KEYS)
+
+
+def label_keys(entries: Sequence[ResultsEntry]) -> list[str]:
+    """The :data:`LABEL_KEYS` whose values differ (shown as columns)."""
+    return _differing(entries, LABEL_KEYS)
+
+
 def check_comparable(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> list[str]:
-    """Return the differing comparison keys; DataError when some differ and not ``allow_mixed``."""
+    """Return the differing comparison and label keys (the table's extra columns); DataError
+    when a comparison key differs and not ``allow_mixed``."""
     keys = mixed_keys(entries)
     if keys and not allow_mixed:
         key = keys[0]
         first = entries[0]
-        other = next(
-            e for e in entries if repr(lookup(e.results, key)) != repr(lookup(first.results, key))
-        )
+        value = comparison_value(first.results, key)
+        other = next(e for e in entries if repr(comparison_value(e.results, key)) != repr(value))
         raise DataError(
-            f"results are not comparable: {key} is {lookup(first.results, key)!r} in {first.path} "
-            f"but {lookup(other.results, key)!r} in {other.path}; pass --allow-mixed to compare "
-            "them anyway (a column then labels each row)"
+            f"results are not comparable: {key} is {value!r} in {first.path} but "
+            f"{comparison_value(other.results, key)!r} in {other.path}; pass --allow-mixed to "
+            "compare them anyway (a column then labels each row)"
         )
-    return keys
+    return keys + label_keys(entries)

@@ -15,13 +15,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hazardseg.reports.sources import COMPARISON_KEYS, ResultsEntry, check_comparable, lookup
+from hazardseg.reports.sources import (
+    COMPARISON_KEYS,
+    ResultsEntry,
+    check_comparable,
+    comparison_value,
+    lookup,
+)
 
 PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components")
 PROTOCOL_TITLES: dict[str, str] = {
     "pooled": "Pooled (one curve over all pixels of the split)",
     "per_image": "Per image (averaged over images with both classes; official protocol)",
-    "components": "Component level (8-connected components at the best-F1 threshold)",
+    "components": (
+        "Component level (SegmentMeIfYouCan, 8-connected components) at each row's threshold: "
+        "'calibrated' = chosen on validation data at the target FPR, 'oracle' = the pooled "
+        "best-F1 threshold of the evaluated split"
+    ),
 }
 
 
@@ -33,7 +43,7 @@ class Column:
     header: str
     better: str | None
     fmt: str
-    """"pct" (fraction shown as percent), "num" (raw number) or "int"."""
+    """"pct" (fraction shown as percent), "num" (raw number), "int" or "text"."""
 
 
 _MIOU = Column("miou", "mIoU", "higher", "pct")
@@ -57,6 +67,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
     "components": (
         _MIOU,
+        Column("threshold_source", "threshold from", None, "text"),
         Column("f1", "mean F1", "higher", "pct"),
         Column("siou", "mean sIoU", "higher", "pct"),
         Column("ppv", "mean PPV", "higher", "pct"),
@@ -101,6 +112,7 @@ def _method_values(results: dict[str, Any], m: dict[str, Any], protocol: str) ->
     else:
         comp = m.get("components") or {}
         out.update(
+            threshold_source=comp.get("threshold_source") or "oracle",
             f1=comp.get("mean_f1"),
             siou=comp.get("mean_siou"),
             ppv=comp.get("mean_ppv"),
@@ -116,9 +128,21 @@ def finite_number(v: Any) -> float | None:
     return float(v) if math.isfinite(float(v)) else None
 
 
-def mark_best(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> dict[str, list[int]]:
-    """Indices of the rows holding the best value of each ranked column (ties all marked)."""
-    best: dict[str, list[int]] = {}
+def mark_best(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Column], group_by: str | None = None
+) -> dict[str, list[int]]:
+    """Indices of the rows holding the best value of each ranked column (ties all marked);
+    with ``group_by``, the best within each group of rows sharing that column's value (numbers
+    measured at different kinds of threshold are not ranked against each other)."""
+    if group_by is not None:
+        best: dict[str, list[int]] = {}
+        for value in dict.fromkeys(r.get(group_by) for r in rows):
+            idx = [i for i, r in enumerate(rows) if r.get(group_by) == value]
+            part = mark_best([rows[i] for i in idx], columns)
+            for key, found in part.items():
+                best.setdefault(key, []).extend(idx[j] for j in found)
+        return {k: sorted(v) for k, v in best.items()}
+    best = {}
     for col in columns:
         if col.better is None:
             continue
@@ -143,11 +167,12 @@ def build_tables(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> 
                 if protocol == "components" and not m.get("components"):
                     continue
                 row: dict[str, Any] = {"model": e.label, "method": name}
-                row.update({k: lookup(e.results, k) for k in mixed})
+                row.update({k: comparison_value(e.results, k) for k in mixed})
                 row.update(_method_values(e.results, m, protocol))
                 rows.append(row)
         cols = COLUMNS[protocol]
-        tables[protocol] = Table(protocol, id_columns, cols, rows, mark_best(rows, cols))
+        group = "threshold_source" if protocol == "components" else None
+        tables[protocol] = Table(protocol, id_columns, cols, rows, mark_best(rows, cols, group))
     return tables
 
 
@@ -263,7 +288,7 @@ def comparison_json(
                 "label": e.label,
                 "path": str(e.path),
                 "model": lookup(e.results, "model.name"),
-                **{k: lookup(e.results, k) for k in COMPARISON_KEYS},
+                **{k: comparison_value(e.results, k) for k in COMPARISON_KEYS},
             }
             for e in entries
         ],
