@@ -13,15 +13,26 @@ from hazardseg.cli import main
 from hazardseg.errors import HazardsegError
 from hazardseg.inference.predict import predict
 from hazardseg.inference.predictor import MapPredictor
-from hazardseg.workflows.demo import QUICK, demo_config, recipe_path, run_demo, summary_text
+from hazardseg.workflows.demo import (
+    QUICK,
+    RECIPE,
+    demo_config,
+    recipe_path,
+    run_demo,
+    summary_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_packaged_recipe_matches_configs():
+    """The recipe is written once: configs/synthetic_cpu.yaml is a link to the packaged
+    recipe (package data, which the demo reads from an installed package)."""
     source = REPO / "configs" / "synthetic_cpu.yaml"
-    if not source.is_file():
+    if not source.exists():
         pytest.skip("not a source checkout")
+    assert source.is_symlink(), "configs/synthetic_cpu.yaml must link to the packaged recipe"
+    assert source.resolve() == (REPO / "src" / "hazardseg" / "recipes" / RECIPE).resolve()
     packaged = yaml.safe_load(recipe_path().read_text())
     assert packaged == yaml.safe_load(source.read_text())
 

@@ -195,3 +195,27 @@ def test_debug_keeps_the_traceback(setup: dict[str, Path], read_only, capsys) ->
     last = err.strip().splitlines()[-1]
     assert code == 2 and "Traceback" in err
     assert last.startswith("hazardseg: error:") and str(out) in last
+
+
+def test_disk_full_while_training_writes_a_checkpoint(
+    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos"
+    when it closes the archive): one line naming the checkpoint, no temporary left."""
+    import shutil
+
+    import hazardseg.io
+    import hazardseg.models.checkpoint as checkpoint
+
+    def full_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    out = setup["base"] / "full_ckpt"
+    monkeypatch.setattr(checkpoint.torch, "save", full_save)
+    usage = shutil.disk_usage(setup["base"])
+    monkeypatch.setattr(hazardseg.io.shutil, "disk_usage", lambda _: usage._replace(free=4096))
+    code, _, err = run_cli(_commands(setup, out)["train"], capsys)
+    line = assert_one_line_error(code, err, "best.pt")
+    assert "no space left" in line.lower()
+    _no_partial_files(out)

@@ -185,3 +185,91 @@ def test_ruff_enforces_the_parameter_limit(tmp_path: Path) -> None:
         text=True,
     )
     assert res.returncode == 1 and "PLR0913" in res.stdout, res.stdout + res.stderr
+
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "hazardseg",
+        "hazardseg.__main__",
+        "hazardseg.errors",
+        "hazardseg.io",
+        "hazardseg.optional",
+        "hazardseg.progress",
+        "hazardseg.precision",
+        "hazardseg.run_folder",
+        "hazardseg.config",
+        "hazardseg.distributed",
+    ),
+    ("hazardseg.data",),
+    ("hazardseg.models",),
+    ("hazardseg.metrics", "hazardseg.anomaly"),
+    ("hazardseg.training", "hazardseg.evaluation"),
+    ("hazardseg.reports", "hazardseg.inference"),
+    ("hazardseg.deploy", "hazardseg.workflows"),
+    ("hazardseg.cli",),
+)
+"""The layers of docs/DESIGN.md, lowest first: a module may import its own layer and those
+below, never one above (``hazardseg.__main__`` runs the CLI and is exempt)."""
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module: the longest package prefix listed in :data:`LAYERS`."""
+    best, found = -1, -1
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best:
+                best, found = len(name), i
+    if found < 0:
+        raise AssertionError(f"{module} is in no layer of LAYERS (add it)")
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a module from a layer above the importer's."""
+    out = []
+    for module, deps in sorted(graph.items()):
+        if module == "hazardseg.__main__":
+            continue
+        for dep in sorted(deps):
+            if layer_of(dep) > layer_of(module):
+                out.append(f"{module} (layer {layer_of(module)}) -> {dep} (layer {layer_of(dep)})")
+    return out
+
+
+def test_no_module_imports_from_a_layer_above_it() -> None:
+    graph = import_graph(PACKAGE)
+    problems = upward_imports(graph)
+    assert not problems, "imports that run against the layers of docs/DESIGN.md:\n" + "\n".join(
+        problems
+    )
+    # and no two packages import each other, even within a layer
+    packages: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        top = ".".join(module.split(".")[:2])
+        packages.setdefault(top, set()).update(".".join(d.split(".")[:2]) for d in deps)
+    pairs = sorted(
+        f"{a} <-> {b}" for a in packages for b in packages[a] if a < b and a in packages.get(b, ())
+    )
+    assert not pairs, "packages that import each other: " + ", ".join(pairs)
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    graph = {"hazardseg.metrics.ood": {"hazardseg.evaluation.run"}, "hazardseg.cli": set()}
+    assert upward_imports(graph) == [
+        "hazardseg.metrics.ood (layer 3) -> hazardseg.evaluation.run (layer 4)"
+    ]
+
+
+def test_design_md_names_modules_that_exist() -> None:
+    """docs/DESIGN.md names only modules and packages that exist, and every layer."""
+    import re
+
+    text = (REPO / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    modules = module_names(PACKAGE)
+    named = set(re.findall(r"`(hazardseg(?:\.\w+)+)", text))
+    missing = sorted(n for n in named if n not in modules and n.rsplit(".", 1)[0] not in modules)
+    assert not missing, f"docs/DESIGN.md names modules that do not exist: {missing}"
+    for names in LAYERS:
+        for name in names:
+            if name not in ("hazardseg", "hazardseg.__main__"):
+                assert name.split(".")[-1] in text, f"docs/DESIGN.md does not mention {name}"

@@ -16,10 +16,11 @@ from hazardseg.cli import main
 from hazardseg.errors import HazardsegError
 from hazardseg.models import create_model, describe_model, list_models, pretrained_available
 from hazardseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
-from hazardseg.models.forward import autocast_context, prepare_for_inference, resolve_dtype
+from hazardseg.models.forward import autocast_context, prepare_for_inference
 from hazardseg.models.pretrained import expected_location
 from hazardseg.models.registry import get_model_spec
 from hazardseg.models.state_dict import load_state_into
+from hazardseg.precision import autocast_dtype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -294,9 +295,9 @@ def test_inference_helpers_match_plain_forward() -> None:
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-4)
     assert low.dtype == torch.bfloat16
     assert (low.float().argmax(1) == ref.argmax(1)).float().mean() > 0.9
-    assert resolve_dtype("fp32") is None and resolve_dtype("bf16") == torch.bfloat16
+    assert autocast_dtype("fp32") is None and autocast_dtype("bf16") == torch.bfloat16
     with pytest.raises(HazardsegError, match="unknown precision"):
-        resolve_dtype("int8")
+        autocast_dtype("int8")
 
 
 def test_input_shape_error_suggests_fix() -> None:

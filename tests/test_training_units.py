@@ -391,8 +391,9 @@ def test_torchrun_detection_and_sharding() -> None:
 
 
 def test_deeplab_needs_two_images_per_step() -> None:
-    from hazardseg.config import load_config, validate_config
+    from hazardseg.config import load_config
     from hazardseg.errors import ConfigError
+    from hazardseg.training.rules import validate_config
 
     cfg = load_config(None, ["model.name=deeplabv3_resnet50", "train.batch_size=1"])
     with pytest.raises(ConfigError, match="needs at least 2 images per process"):

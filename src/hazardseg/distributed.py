@@ -146,15 +146,6 @@ def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
             dist.broadcast(buf.data, src=0)
 
 
-def all_ranks_ok(ctx: DistContext, ok: bool) -> bool:
-    """Return True only if ``ok`` holds on every rank (lets all ranks fail together)."""
-    if not ctx.enabled:
-        return ok
-    flag = torch.tensor([0 if ok else 1], dtype=torch.int64, device=_comm_device(ctx))
-    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
-    return int(flag.item()) == 0
-
-
 def broadcast_object(ctx: DistContext | None, obj: Any) -> Any:
     """Return rank 0's ``obj`` on every rank (``ctx`` None: the current process group)."""
     if not (ctx.enabled if ctx is not None else is_distributed()):

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,22 @@ def _read_umask() -> int:
 # Read once at import: changing the umask later, even briefly, would race with other threads
 # creating files.
 _UMASK = _read_umask()
+
+
+_LOW_SPACE = 16 * 2**20
+"""Free bytes below which a failed write is reported as a full disk."""
+
+
+def _is_torch_write_error(exc: RuntimeError) -> bool:
+    text = str(exc).lower()
+    return ("write" in text and "fail" in text) or "inline_container" in text
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return _LOW_SPACE
 
 
 @contextlib.contextmanager
@@ -51,8 +68,11 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
             raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
     except RuntimeError as exc:
-        if "write" in str(exc).lower() and "fail" in str(exc).lower():
-            # torch.save reports a failed write (e.g. a full disk) as a RuntimeError
+        if _is_torch_write_error(exc):
+            # torch.save reports a failed write (e.g. a full disk) as a RuntimeError of its
+            # zip writer ("file write failed", or "unexpected pos" when closing the archive)
+            if _free_bytes(target.parent) < _LOW_SPACE:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
             first = str(exc).strip().splitlines()[0]
             raise OSError(errno.EIO, f"could not write the file ({first})", str(target)) from exc
         raise
@@ -66,12 +86,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> None:

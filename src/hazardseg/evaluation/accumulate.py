@@ -1,4 +1,4 @@
-"""Per-method metric accumulators, the optional score-map writer and the background worker."""
+"""The optional score-map writer and the background worker of ``evaluate``."""
 
 from __future__ import annotations
 
@@ -10,90 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hazardseg.errors import HazardsegError
-from hazardseg.evaluation.spec import NONFINITE_POLICIES
 from hazardseg.io import atomic_path
-from hazardseg.metrics.ood import PerImageOOD, PooledOOD
 
 
 def map_relpath(rel: str) -> str:
     """Score-map path of an image: ``t5/1.png`` -> ``t5/1.npy``."""
     return str(Path(rel).with_suffix(".npy"))
-
-
-class MethodAccumulator:
-    """Pooled and per-image OOD accumulators of one method, with non-finite score counting.
-
-    Non-finite scores on evaluated pixels are counted per image; they are excluded from the
-    metrics and :meth:`check_nonfinite` raises unless the policy is ``"exclude"``.
-    """
-
-    def __init__(self, name: str, nonfinite: str = "error") -> None:
-        if nonfinite not in NONFINITE_POLICIES:
-            raise HazardsegError(
-                f"nonfinite policy {nonfinite!r}: expected one of {', '.join(NONFINITE_POLICIES)}"
-            )
-        self.name = name
-        self.policy = nonfinite
-        self.pooled = PooledOOD()
-        self.per_image = PerImageOOD()
-        self.nonfinite = 0
-        self.nonfinite_images: list[str] = []
-
-    def update(
-        self,
-        scores: torch.Tensor,
-        is_anomaly: torch.Tensor,
-        valid: torch.Tensor,
-        ids: list[str],
-        per_image_valid: torch.Tensor | None = None,
-    ) -> None:
-        """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image.
-
-        ``valid`` selects the pixels of the pooled protocol, ``per_image_valid`` those of the
-        per-image protocol (default: ``valid``; see
-        :func:`hazardseg.metrics.ood_protocol.per_image_masks`).
-        """
-        pi_valid = valid if per_image_valid is None else per_image_valid
-        bad = ~torch.isfinite(scores) & (valid | pi_valid)
-        if bool(bad.any()):
-            per = bad.flatten(1).sum(1).tolist()
-            self.nonfinite += int(sum(per))
-            self.nonfinite_images.extend(i for i, c in zip(ids, per, strict=True) if c)
-            valid = valid & ~bad
-            pi_valid = pi_valid & ~bad
-        self.pooled.update(scores, is_anomaly, valid)
-        self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
-
-    def merge(self, other: MethodAccumulator) -> MethodAccumulator:
-        """Add another rank's accumulator; return self."""
-        self.pooled.merge(other.pooled)
-        self.per_image.merge(other.per_image)
-        self.nonfinite += other.nonfinite
-        self.nonfinite_images.extend(other.nonfinite_images)
-        return self
-
-    def all_reduce(self) -> None:
-        """Merge this method's accumulators across ranks (every rank ends with the total)."""
-        from hazardseg import distributed
-
-        if not distributed.is_distributed():
-            return
-        self.pooled.all_reduce()
-        self.per_image.all_reduce()
-        parts = distributed.gather_objects((self.nonfinite, self.nonfinite_images))
-        self.nonfinite = sum(p[0] for p in parts)
-        self.nonfinite_images = [i for p in parts for i in p[1]]
-
-    def check_nonfinite(self, where: str) -> None:
-        """Raise when non-finite scores were seen and the policy is ``"error"``."""
-        if self.nonfinite and self.policy == "error":
-            first = ", ".join(sorted(self.nonfinite_images)[:3])
-            raise HazardsegError(
-                f"{where}: method '{self.name}' has {self.nonfinite} NaN/infinite scores in "
-                f"{len(self.nonfinite_images)} image(s) (first: {first}); use --nonfinite "
-                "exclude to leave those pixels out (the count is recorded)"
-            )
 
 
 class MapWriter:

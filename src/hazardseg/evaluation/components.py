@@ -10,14 +10,9 @@ pass over the data (a second forward, no disk).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from hazardseg import distributed
-
-if TYPE_CHECKING:
-    from hazardseg.metrics.components import ComponentMetrics
+from hazardseg.metrics.components import ComponentMetrics
 
 
 def pooled_thresholds(pooled: dict[str, dict[str, Any]]) -> dict[str, float | None]:
@@ -29,47 +24,6 @@ def pooled_thresholds(pooled: dict[str, dict[str, Any]]) -> dict[str, float | No
     for name, res in pooled.items():
         t = res["best_f1_threshold"]
         out[name] = float(t) if res["undefined_reason"] is None and math.isfinite(t) else None
-    return out
-
-
-def component_accumulators(
-    thresholds: dict[str, float | None],
-) -> dict[str, ComponentMetrics | None]:
-    """One ComponentMetrics per method with a threshold (None where there is none)."""
-    from hazardseg.metrics.components import ComponentMetrics
-
-    return {n: None if t is None else ComponentMetrics(t) for n, t in thresholds.items()}
-
-
-def update_components(
-    metrics: dict[str, ComponentMetrics | None],
-    scores: dict[str, torch.Tensor],
-    is_anomaly: torch.Tensor,
-    valid: torch.Tensor,
-) -> None:
-    """Add a batch: scores (N, H, W) per method, masks (N, H, W); non-finite pixels excluded."""
-    for name, cm in metrics.items():
-        if cm is None or name not in scores:
-            continue
-        s = scores[name]
-        cm.update(s, is_anomaly, valid & torch.isfinite(s))
-
-
-def merge_component_accumulators(
-    parts: dict[str, ComponentMetrics | None], source: str
-) -> dict[str, dict[str, Any] | None]:
-    """Merge every rank's component accumulators and return the results.json sections;
-    ``source`` says where the threshold came from ("calibrated" or "oracle")."""
-    gathered = distributed.gather_objects(parts)
-    out: dict[str, dict[str, Any] | None] = {}
-    for name in parts:
-        merged = None
-        for rank_parts in gathered:
-            cm = rank_parts[name]
-            if cm is None:
-                continue
-            merged = cm if merged is None else merged.merge(cm)
-        out[name] = None if merged is None else component_section(merged, source)
     return out
 
 

@@ -19,16 +19,11 @@ from hazardseg.config import EvalConfig
 from hazardseg.data.imageio import check_regular_file
 from hazardseg.data.streethazards import StreetHazards
 from hazardseg.errors import DataError
-from hazardseg.evaluation.accumulate import MethodAccumulator, map_relpath
-from hazardseg.evaluation.components import (
-    component_accumulators,
-    merge_component_accumulators,
-    pooled_thresholds,
-    update_components,
-)
+from hazardseg.evaluation.accumulate import map_relpath
+from hazardseg.evaluation.components import component_section, pooled_thresholds
 from hazardseg.evaluation.results import method_section, results_document, save_results
 from hazardseg.evaluation.spec import RunOptions, check_spec
-from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
+from hazardseg.metrics.collector import MetricCollector
 from hazardseg.progress import track
 
 
@@ -130,19 +125,16 @@ def evaluate_maps(
             f"{mdir}: {len(missing)} of {len(rels)} score maps missing "
             f"(first: {', '.join(missing[:3])}); expected one .npy per image of split '{split}'"
         )
-    acc = MethodAccumulator(name, nonfinite)
-    t_metrics = 0.0
+    collector = MetricCollector(
+        methods=[name], nonfinite=nonfinite, exclude_unlabeled=exclude_unlabeled
+    )
     for i in track(range(len(dataset)), len(dataset), f"eval-maps {split}", unit="image",
                    enabled=progress):  # fmt: skip
         sample = dataset[i]
-        mask = sample["mask"]
-        rel = sample["path"]
+        mask, rel = sample["mask"], sample["path"]
         scores = torch.from_numpy(load_score_map(mdir / map_relpath(rel), mask.shape))
-        t0 = time.perf_counter()
-        is_anom, valid = evaluation_masks(mask, exclude_unlabeled)
-        _, pi_valid = per_image_masks(mask, exclude_unlabeled)
-        acc.update(scores[None], is_anom[None], valid[None], [rel], pi_valid[None])
-        t_metrics += time.perf_counter() - t0
+        collector.update_scores([rel], mask[None], {name: scores[None]})
+    acc = collector.methods[name]
     acc.check_nonfinite(str(mdir))
     pooled = acc.pooled.compute(max_curve_points)
     if pooled["undefined_reason"] is not None:
@@ -151,19 +143,23 @@ def evaluate_maps(
             f"{len(rels)} images; pooled anomaly metrics are undefined"
         )
     comp: dict[str, Any] = {name: None}
+    t_metrics = collector.times["ood_s"]
     if components:
         # oracle threshold (pooled best-F1 of these maps): a second read of the maps and
         # labels, nothing kept on disk
         t0 = time.perf_counter()
-        parts = component_accumulators(pooled_thresholds({name: pooled}))
+        parts = MetricCollector(
+            exclude_unlabeled=exclude_unlabeled,
+            component_thresholds=pooled_thresholds({name: pooled}),
+        )
         for i in range(len(dataset)):
             sample = dataset[i]
             scores = torch.from_numpy(
                 load_score_map(mdir / map_relpath(sample["path"]), sample["mask"].shape)
             )
-            is_anom, valid = evaluation_masks(sample["mask"], exclude_unlabeled)
-            update_components(parts, {name: scores[None]}, is_anom[None], valid[None])
-        comp = merge_component_accumulators(parts, "oracle")
+            parts.update_scores([sample["path"]], sample["mask"][None], {name: scores[None]})
+        if name in parts.components:
+            comp = {name: component_section(parts.components[name], "oracle")}
         t_metrics += time.perf_counter() - t0
     section = method_section(acc, {"maps": str(mdir.resolve())}, comp[name], None, pooled)
     notes = [f"{name}: {acc.nonfinite} non-finite scores excluded"] if acc.nonfinite else []

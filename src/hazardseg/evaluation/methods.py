@@ -21,7 +21,8 @@ from hazardseg.data.streethazards import StreetHazards
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation.spec import RunOptions
-from hazardseg.models.forward import effective_precision, parse_tta
+from hazardseg.models.forward import parse_tta
+from hazardseg.precision import for_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def threshold_settings(
     return ThresholdSettings(
         resize=spec.resize,
         at_label_resolution=bool(label_res),
-        precision=effective_precision(spec.precision, device),
+        precision=for_evaluation(spec.precision, device),
         tta=tta_text(spec.tta),
         precision_requested=spec.precision,
     )

@@ -17,8 +17,8 @@ from typing import Any
 from hazardseg import __version__
 from hazardseg.data.classes import IGNORE_INDEX
 from hazardseg.errors import DataError
-from hazardseg.evaluation.accumulate import MethodAccumulator
 from hazardseg.io import atomic_write_text
+from hazardseg.metrics.collector import MethodAccumulator
 from hazardseg.metrics.components import component_definition
 from hazardseg.metrics.ood_protocol import protocol_definitions
 

@@ -20,13 +20,8 @@ import torch
 from hazardseg import distributed
 from hazardseg.config import EvalConfig
 from hazardseg.errors import HazardsegError
-from hazardseg.evaluation.accumulate import BackgroundWorker, MapWriter, MethodAccumulator
-from hazardseg.evaluation.components import (
-    component_accumulators,
-    merge_component_accumulators,
-    pooled_thresholds,
-    update_components,
-)
+from hazardseg.evaluation.accumulate import BackgroundWorker, MapWriter
+from hazardseg.evaluation.components import component_section, pooled_thresholds
 from hazardseg.evaluation.passes import Prepared, open_split, prepare, split_pass
 from hazardseg.evaluation.results import (
     method_section,
@@ -35,8 +30,7 @@ from hazardseg.evaluation.results import (
     summary_table,
 )
 from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, spec_to_dict
-from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
-from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.metrics.collector import MetricCollector
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -102,33 +96,25 @@ def _evaluate(
     dataset = open_split(data_root, split, spec, run.max_images)
     methods = prepared.methods
     device = prepared.device
-    cm = ConfusionMatrix(int(prepared.info["num_classes"]))
-    accs = {n: MethodAccumulator(n, spec.nonfinite) for n in methods}
     comp_source, comp_thresholds, comp_notes = _component_plan(spec, prepared)
-    comps = component_accumulators(comp_thresholds) if comp_source == "calibrated" else {}
+    collector = MetricCollector(
+        int(prepared.info["num_classes"]),
+        list(methods),
+        nonfinite=spec.nonfinite,
+        exclude_unlabeled=spec.exclude_unlabeled,
+        component_thresholds=comp_thresholds if comp_source == "calibrated" else None,
+    )
     writer = MapWriter(Path(out_dir) / "maps") if run.save_maps and out_dir else None
     times = dict.fromkeys(STAGES, 0.0)
 
-    def consume(
-        scores: dict[str, torch.Tensor],
-        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        ids: list[str],
-    ) -> None:
-        """Feed one batch into the accumulators (and the optional map writer)."""
-        is_anom, valid, pi_valid = masks
-        t_a = time.perf_counter()
-        for n, s in scores.items():
-            accs[n].update(s, is_anom, valid, ids, per_image_valid=pi_valid)
-        t_b = time.perf_counter()
-        if comps:
-            update_components(comps, scores, is_anom, valid)
+    def consume(scores: dict[str, torch.Tensor], mask: torch.Tensor, ids: list[str]) -> None:
+        """Feed one batch's scores into the collector (and the optional map writer)."""
+        collector.update_scores(ids, mask, scores)
         t_c = time.perf_counter()
         if writer is not None:
             for n, s in scores.items():
                 for i, rel in enumerate(ids):
                     writer.put(n, rel, s[i])
-        times["ood_s"] += t_b - t_a
-        times["components_s"] += t_c - t_b
         times["store_s"] += time.perf_counter() - t_c
 
     t_loop = time.perf_counter()
@@ -137,32 +123,34 @@ def _evaluate(
             prepared, dataset, spec, progress=run.progress, desc=f"evaluate {split}"
         )
         for b in passes:
-            t2 = time.perf_counter()
-            cm.update(b.logits.max(dim=1).indices, b.mask)  # faster than argmax on the CPU
-            is_anom, valid = evaluation_masks(b.mask, spec.exclude_unlabeled)
-            _, pi_valid = per_image_masks(b.mask, spec.exclude_unlabeled)
+            # max().indices is faster than argmax on the CPU
+            collector.update_segmentation(b.logits.max(dim=1).indices, b.mask)
             t3 = time.perf_counter()
             times["data_s"] += b.data_s
             times["forward_s"] += b.forward_s
             times["methods_s"] += b.methods_s
-            times["segmentation_s"] += t3 - t2
-            worker.submit(consume, b.scores, (is_anom, valid, pi_valid), b.ids)
+            worker.submit(consume, b.scores, b.mask, b.ids)
             times["wait_s"] += time.perf_counter() - t3
     t_pass = time.perf_counter() - t_loop
+    for key in ("segmentation_s", "ood_s", "components_s"):
+        times[key] += collector.times[key]
 
     t_end = time.perf_counter()
     with torch.inference_mode():  # the accumulators' tensors were filled in inference mode
-        cm.all_reduce()
-        for acc in accs.values():
-            acc.all_reduce()
+        collector.all_reduce()
+        for acc in collector.methods.values():
             acc.check_nonfinite(f"{split} split")
-        pooled = {n: acc.pooled.compute(run.max_curve_points) for n, acc in accs.items()}
+        pooled = {
+            n: acc.pooled.compute(run.max_curve_points) for n, acc in collector.methods.items()
+        }
     times["finalize_s"] = time.perf_counter() - t_end
 
     comp: dict[str, Any] = dict.fromkeys(methods)
     second_pass_s = 0.0
     if comp_source == "calibrated":
-        comp.update(merge_component_accumulators(comps, "calibrated"))
+        comp.update(
+            {n: component_section(c, "calibrated") for n, c in collector.components.items()}
+        )
     elif comp_source == "oracle":
         t_o = time.perf_counter()
         comp.update(_oracle_components(prepared, dataset, spec, run, pooled))
@@ -177,7 +165,11 @@ def _evaluate(
 
     method_results = {
         n: method_section(
-            accs[n], methods[n].options, comp[n], prepared.thresholds.get(n), pooled[n]
+            collector.methods[n],
+            methods[n].options,
+            comp[n],
+            prepared.thresholds.get(n),
+            pooled[n],
         )
         for n in methods
     }
@@ -233,7 +225,7 @@ def _evaluate(
             "spec": spec_to_dict(spec),
         },
         exclude_unlabeled=spec.exclude_unlabeled,
-        segmentation=cm.to_dict(prepared.class_names),
+        segmentation=collector.segmentation.to_dict(prepared.class_names),
         methods=method_results,
         timing=timing,
         notes=notes,
@@ -274,16 +266,21 @@ def _oracle_components(
     """Component metrics at the pooled best-F1 thresholds: a second pass over the data."""
     thresholds = pooled_thresholds(pooled)
     wanted = {n: m for n, m in prepared.methods.items() if thresholds.get(n) is not None}
-    comps = component_accumulators({n: thresholds[n] for n in wanted})
-    if wanted:
-        with torch.inference_mode():
+    collector = MetricCollector(
+        exclude_unlabeled=spec.exclude_unlabeled,
+        component_thresholds={n: thresholds[n] for n in wanted},
+    )
+    with torch.inference_mode():
+        if wanted:
             for b in split_pass(
                 prepared, dataset, spec, methods=wanted, progress=run.progress, desc="components"
             ):
-                is_anom, valid = evaluation_masks(b.mask, spec.exclude_unlabeled)
-                update_components(comps, b.scores, is_anom, valid)
-    merged = merge_component_accumulators(comps, "oracle")
-    return {n: merged.get(n) for n in prepared.methods}
+                collector.update_scores(b.ids, b.mask, b.scores)
+        collector.all_reduce()
+    return {
+        n: component_section(collector.components[n], "oracle") if n in wanted else None
+        for n in prepared.methods
+    }
 
 
 __all__ = ["evaluate", "summary_table"]

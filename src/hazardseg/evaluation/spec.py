@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hazardseg import precision
 from hazardseg.config import EvalConfig, _build, read_yaml_file
 from hazardseg.errors import ConfigError, HazardsegError
+from hazardseg.metrics.collector import NONFINITE_POLICIES
 
 COMPONENT_MODES: tuple[str, ...] = ("calibrated", "oracle", "none")
-NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SPEC_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig))
 
 
@@ -88,10 +88,7 @@ def check_spec(spec: EvalConfig) -> None:
         raise HazardsegError(
             f"--components {spec.components!r}: expected one of {', '.join(COMPONENT_MODES)}"
         )
-    if spec.precision not in PRECISIONS:
-        raise HazardsegError(
-            f"--precision {spec.precision!r}: expected one of {', '.join(PRECISIONS)}"
-        )
+    precision.canonical(spec.precision, "--precision")
     if spec.fit_images is not None and spec.fit_images < 1:
         raise HazardsegError(f"fit images must be >= 1, got {spec.fit_images}")
     parse_tta(spec.tta)

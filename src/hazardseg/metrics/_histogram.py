@@ -117,7 +117,8 @@ class ScoreHistogram:
         self.hi.zero_()
         self.total = 0
 
-    def _to(self, device: torch.device) -> None:
+    def to_device(self, device: torch.device) -> None:
+        """Move the counts (and work buffers) to ``device``."""
         if self.counts.device != device:
             for name in ("counts", "lo", "hi", "_ones", "_f", "_t", "_idx", "_low"):
                 setattr(self, name, getattr(self, name).to(device))
@@ -158,7 +159,7 @@ class ScoreHistogram:
         self, scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None
     ) -> None:
         """Count flattened ``scores`` with labels ``positive`` where ``valid`` (None = all)."""
-        self._to(scores.device)
+        self.to_device(scores.device)
         s = scores.reshape(-1)
         self._reserve(s.numel())
         self.total += s.numel()

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from hazardseg.metrics.base import Accumulator
+
 TAUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.25, 0.75, 11))
 """sIoU / PPV thresholds of the component F1."""
 
@@ -110,7 +112,7 @@ def label_scores(gt_lab: np.ndarray, pred_lab: np.ndarray) -> tuple[np.ndarray, 
     return siou, ppv
 
 
-class ComponentMetrics:
+class ComponentMetrics(Accumulator):
     """Accumulates component-level metrics at one score ``threshold`` over a dataset.
 
     The usual threshold is the pooled best-F1 threshold, known only after a first pass
@@ -140,26 +142,31 @@ class ComponentMetrics:
             raise ValueError(
                 f"min_pred_size and min_gt_size must be >= 0, got {min_pred_size}, {min_gt_size}"
             )
+        super().__init__()
         self.threshold = float(threshold)
         self.min_pred_size = int(min_pred_size)
         self.min_gt_size = int(min_gt_size)
         self.threshold_rule = threshold_rule
-        self.reset()
+        counts = torch.zeros(len(TAUS), dtype=torch.int64)
+        self.tp: torch.Tensor
+        self.fn: torch.Tensor
+        self.fp: torch.Tensor
+        self.add_state("tp", counts, "sum")
+        self.add_state("fn", counts, "sum")
+        self.add_state("fp", counts, "sum")
+        self.siou_sum: torch.Tensor
+        self.ppv_sum: torch.Tensor
+        self.add_state("siou_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("ppv_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.num_gt: torch.Tensor
+        self.num_pred: torch.Tensor
+        self.add_state("num_gt", torch.zeros((), dtype=torch.int64), "sum")
+        self.add_state("num_pred", torch.zeros((), dtype=torch.int64), "sum")
 
     @property
     def definition(self) -> str:
         """The definition these settings compute (see :func:`component_definition`)."""
         return component_definition(self.threshold_rule, self.min_pred_size, self.min_gt_size)
-
-    def reset(self) -> None:
-        """Forget every image."""
-        self.tp = np.zeros(len(TAUS), np.int64)
-        self.fn = np.zeros(len(TAUS), np.int64)
-        self.fp = np.zeros(len(TAUS), np.int64)
-        self.siou_sum = 0.0
-        self.ppv_sum = 0.0
-        self.num_gt = 0
-        self.num_pred = 0
 
     def update(
         self,
@@ -203,46 +210,22 @@ class ComponentMetrics:
             roi = v & ~small[gt_lab]
         siou, ppv = label_scores(gt_lab[roi], pred_lab[roi])
         taus = np.asarray(TAUS)[:, None]
-        self.tp += (siou[None, :] >= taus).sum(axis=1)
-        self.fn += (siou[None, :] < taus).sum(axis=1)
-        self.fp += (ppv[None, :] < taus).sum(axis=1)
+        self.tp += torch.from_numpy((siou[None, :] >= taus).sum(axis=1))
+        self.fn += torch.from_numpy((siou[None, :] < taus).sum(axis=1))
+        self.fp += torch.from_numpy((ppv[None, :] < taus).sum(axis=1))
         self.siou_sum += float(siou.sum())
         self.ppv_sum += float(ppv.sum())
         self.num_gt += int(siou.size)
         self.num_pred += int(ppv.size)
 
-    def merge(self, other: ComponentMetrics) -> ComponentMetrics:
-        """Add the counts of ``other`` (same threshold, rule and size filters); return self."""
+    def check_mergeable(self, other: Accumulator) -> None:
+        """Only counts of the same threshold, rule and size filters add up."""
+        super().check_mergeable(other)
+        assert isinstance(other, ComponentMetrics)
         mine = (self.threshold, self.min_pred_size, self.min_gt_size, self.threshold_rule)
         theirs = (other.threshold, other.min_pred_size, other.min_gt_size, other.threshold_rule)
         if mine != theirs:
             raise ValueError(f"cannot merge component metrics with settings {theirs} into {mine}")
-        self.tp += other.tp
-        self.fn += other.fn
-        self.fp += other.fp
-        self.siou_sum += other.siou_sum
-        self.ppv_sum += other.ppv_sum
-        self.num_gt += other.num_gt
-        self.num_pred += other.num_pred
-        return self
-
-    def all_reduce(self) -> None:
-        """Sum the counts of all torch.distributed ranks (no-op when not distributed)."""
-        from hazardseg import distributed
-
-        if not distributed.is_distributed():
-            return
-        packed = torch.tensor(
-            [*self.tp, *self.fn, *self.fp, self.num_gt, self.num_pred], dtype=torch.int64
-        )
-        sums = torch.tensor([self.siou_sum, self.ppv_sum], dtype=torch.float64)
-        distributed.all_reduce(packed, "sum")
-        distributed.all_reduce(sums, "sum")
-        t = len(TAUS)
-        vals = packed.numpy()
-        self.tp, self.fn, self.fp = vals[:t].copy(), vals[t : 2 * t].copy(), vals[2 * t : 3 * t]
-        self.num_gt, self.num_pred = int(vals[3 * t]), int(vals[3 * t + 1])
-        self.siou_sum, self.ppv_sum = float(sums[0]), float(sums[1])
 
     def compute(self) -> dict[str, Any]:
         """Return ``mean_f1``, ``f1_per_tau`` ({"0.25": f1, ...}), ``mean_siou``, ``mean_ppv``,
@@ -251,15 +234,18 @@ class ComponentMetrics:
 
         F1 at a tau is NaN when there is no component at all; means of no component are NaN.
         """
-        denom = 2 * self.tp + self.fn + self.fp
-        f1 = [2 * tp / d if d else float("nan") for tp, d in zip(self.tp, denom, strict=True)]
+        tps, fns, fps = (t.cpu().numpy() for t in (self.tp, self.fn, self.fp))
+        denom = 2 * tps + fns + fps
+        f1 = [2 * tp / d if d else float("nan") for tp, d in zip(tps, denom, strict=True)]
+        num_gt, num_pred = int(self.num_gt), int(self.num_pred)
+        siou_sum, ppv_sum = float(self.siou_sum), float(self.ppv_sum)
         return {
             "mean_f1": float(np.mean(f1)),
             "f1_per_tau": {f"{tau:.2f}": float(v) for tau, v in zip(TAUS, f1, strict=True)},
-            "mean_siou": self.siou_sum / self.num_gt if self.num_gt else float("nan"),
-            "mean_ppv": self.ppv_sum / self.num_pred if self.num_pred else float("nan"),
-            "num_gt_components": self.num_gt,
-            "num_pred_components": self.num_pred,
+            "mean_siou": siou_sum / num_gt if num_gt else float("nan"),
+            "mean_ppv": ppv_sum / num_pred if num_pred else float("nan"),
+            "num_gt_components": num_gt,
+            "num_pred_components": num_pred,
             "threshold": self.threshold,
             "threshold_rule": self.threshold_rule,
             "min_pred_size": self.min_pred_size,

@@ -29,6 +29,7 @@ from hazardseg.metrics._histogram import (
     float32_ceil,
 )
 from hazardseg.metrics._sparse import DEFAULT_MAX_DISTINCT, SparseCounts
+from hazardseg.metrics.base import Accumulator
 from hazardseg.metrics.ood_functional import image_metrics
 
 __all__ = ["PerImageOOD", "PooledOOD"]
@@ -46,7 +47,7 @@ def _check_shapes(scores: torch.Tensor, is_anomaly: torch.Tensor, valid: torch.T
         raise ValueError("is_anomaly and valid must be bool tensors")
 
 
-class PooledOOD:
+class PooledOOD(Accumulator):
     """One ROC / PR curve over every evaluated pixel of a split, in bounded memory.
 
     Two stages, switched automatically:
@@ -65,6 +66,7 @@ class PooledOOD:
     """
 
     def __init__(self, bits: int = DEFAULT_BITS, max_distinct: int = DEFAULT_MAX_DISTINCT) -> None:
+        super().__init__()
         self.bits = int(bits)
         self.max_distinct = int(max_distinct)
         ScoreHistogram.check_bits(self.bits)
@@ -85,6 +87,13 @@ class PooledOOD:
         """Forget every pixel."""
         self.sparse = SparseCounts(self.max_distinct)
         self.hist = None
+
+    def to(self, device: str | torch.device) -> PooledOOD:
+        """Move the histogram (when in that stage) to ``device``; the exact stage's tables
+        live on the CPU and take each update's scores on their own device."""
+        if self.hist is not None:
+            self.hist.to_device(torch.device(device))
+        return self
 
     def _to_histogram(self) -> ScoreHistogram:
         if self.hist is None:
@@ -125,15 +134,16 @@ class PooledOOD:
                 assert self.hist is not None
                 self.hist.update(scores[part], is_anomaly[part], v)
 
-    def merge(self, other: PooledOOD) -> PooledOOD:
-        """Add the pixels of ``other`` into this accumulator (exact; any order); return self."""
+    def merge_state(self, other: Accumulator) -> None:
+        """Add the pixels of ``other`` (exact tables or histograms; exact, any order)."""
+        assert isinstance(other, PooledOOD)
         if self.sparse is not None and other.sparse is not None:
             other.sparse.flush()
             self.sparse.add(other.sparse.keys, other.sparse.neg, other.sparse.pos)
             self.sparse.flush()
             if self.sparse.overflowed:
                 self._to_histogram()
-            return self
+            return
         hist = self._to_histogram()
         if other.sparse is not None:
             other.sparse.flush()
@@ -141,18 +151,12 @@ class PooledOOD:
         else:
             assert other.hist is not None
             hist.merge(other.hist)
-        return self
 
-    def all_reduce(self) -> None:
-        """Combine the accumulators of all torch.distributed ranks (no-op when not distributed).
-
-        Exact tables are gathered and merged when every rank is still exact; otherwise every
-        rank moves to the histogram and the histograms are summed on their device.
-        """
+    def all_reduce_state(self) -> None:
+        """Exact tables are gathered and merged when every rank is still exact; otherwise
+        every rank moves to the histogram and the histograms are summed on their device."""
         from hazardseg import distributed
 
-        if not distributed.is_distributed():
-            return
         any_hist = torch.tensor([int(self.sparse is None)])
         distributed.all_reduce(any_hist, "max")
         if int(any_hist) == 0:
@@ -288,7 +292,7 @@ def _confusion_summary(
     }
 
 
-class PerImageOOD:
+class PerImageOOD(Accumulator):
     """The official StreetHazards protocol: AUROC, AP and FPR95 per image, averaged over images.
 
     Each image's metrics follow :data:`~hazardseg.metrics.ood_protocol.PER_IMAGE_DEFINITION`
@@ -304,13 +308,11 @@ class PerImageOOD:
     METRICS = ("auroc", "aupr", "fpr95")
 
     def __init__(self) -> None:
-        self.results: dict[str, dict[str, float] | None] = {}
-        self.nonfinite = 0
-
-    def reset(self) -> None:
-        """Forget every image."""
-        self.results.clear()
-        self.nonfinite = 0
+        super().__init__()
+        self.results: dict[str, dict[str, float] | None]
+        self.nonfinite: int
+        self.add_state("results", {}, "union")
+        self.add_state("nonfinite", 0, "sum")
 
     def update(
         self,
@@ -345,28 +347,6 @@ class PerImageOOD:
                 self.results[image_id] = {m: res[m] for m in self.METRICS}
             else:
                 self.results[image_id] = None
-
-    def merge(self, other: PerImageOOD) -> PerImageOOD:
-        """Add the images of ``other`` (ids must not overlap); return self."""
-        overlap = self.results.keys() & other.results.keys()
-        if overlap:
-            raise ValueError(f"image ids present in both accumulators: {sorted(overlap)[:3]}")
-        self.results.update(other.results)
-        self.nonfinite += other.nonfinite
-        return self
-
-    def all_reduce(self) -> None:
-        """Gather the per-image results of all torch.distributed ranks onto every rank."""
-        from hazardseg import distributed
-
-        if not distributed.is_distributed():
-            return
-        merged = PerImageOOD()
-        for results, nonfinite in distributed.gather_objects((self.results, self.nonfinite)):
-            part = PerImageOOD()
-            part.results, part.nonfinite = dict(results), int(nonfinite)
-            merged.merge(part)
-        self.results, self.nonfinite = merged.results, merged.nonfinite
 
     def compute(self) -> dict[str, Any]:
         """Return ``auroc``, ``aupr``, ``fpr95`` (means over images with both classes; NaN

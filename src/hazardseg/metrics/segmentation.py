@@ -13,24 +13,25 @@ from typing import Any
 import torch
 
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, UNLABELED_ID
+from hazardseg.metrics.base import Accumulator
 
 
-class ConfusionMatrix:
+class ConfusionMatrix(Accumulator):
     """Pixel confusion matrix of ``num_classes`` known classes (rows = ground truth).
 
     ``matrix[t, p]`` counts pixels with ground-truth class ``t`` predicted as ``p``. Targets
-    outside ``0..num_classes-1`` (the anomaly id 13, the ignore value 255) are skipped.
+    outside ``0..num_classes-1`` (the anomaly id 13, the ignore value 255) are skipped. The
+    matrix follows the device of the predictions it is given.
     """
 
     def __init__(self, num_classes: int = len(KNOWN_CLASS_NAMES)) -> None:
+        super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
-        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-
-    def reset(self) -> None:
-        """Set every count back to zero."""
-        self.matrix.zero_()
+        self.matrix: torch.Tensor
+        zeros = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self.add_state("matrix", zeros, "sum")
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -60,22 +61,14 @@ class ConfusionMatrix:
             self.matrix = self.matrix.to(counts.device)
         self.matrix += counts
 
-    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        """Add the counts of ``other`` (same ``num_classes``) into this matrix; return self."""
+    def check_mergeable(self, other: Accumulator) -> None:
+        super().check_mergeable(other)
+        assert isinstance(other, ConfusionMatrix)
         if other.num_classes != self.num_classes:
             raise ValueError(
                 f"cannot merge confusion matrices of {other.num_classes} and "
                 f"{self.num_classes} classes"
             )
-        self.matrix += other.matrix.to(self.matrix.device)
-        return self
-
-    def all_reduce(self) -> None:
-        """Sum ``matrix`` over all torch.distributed ranks (no-op when not distributed); the
-        matrix stays on its device."""
-        from hazardseg import distributed
-
-        distributed.all_reduce(self.matrix, "sum")
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Return ``iou`` (float64 tensor, NaN for absent classes), ``miou``,

@@ -32,34 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hazardseg.errors import HazardsegError
-
-_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "fp32": None,
-    "float32": None,
-    "none": None,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """Autocast dtype from a name ("bf16", "fp16", "fp32"/None = no autocast) or a dtype."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return None if dtype == torch.float32 else dtype
-    key = str(dtype).lower()
-    if key not in _DTYPES:
-        raise HazardsegError(f"unknown precision {dtype!r}; expected one of bf16, fp16, fp32")
-    return _DTYPES[key]
-
-
-def effective_precision(precision: str, device: str | torch.device) -> str:
-    """The precision a forward pass with ``precision`` runs at on ``device``: "auto" is
-    "bf16" on CUDA and "fp32" elsewhere; other names are returned as they are."""
-    if str(precision).lower() == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return str(precision).lower()
+from hazardseg.precision import autocast_dtype, for_evaluation
 
 
 def prepare_for_inference(
@@ -84,7 +57,7 @@ def autocast_context(
 
     Combine with ``torch.inference_mode()``; cast logits with ``.float()`` before scoring.
     """
-    resolved = resolve_dtype(dtype)
+    resolved = autocast_dtype(dtype)
     if resolved is None:
         yield
         return
@@ -119,9 +92,7 @@ def evaluation_forward(
     """
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    dtype: str | None = precision
-    if precision == "auto":
-        dtype = "bf16" if cuda else None
+    dtype = for_evaluation(precision, dev)
     use_cl = cuda if channels_last is None else bool(channels_last)
     if use_cl:
         model.to(memory_format=torch.channels_last)

@@ -98,9 +98,6 @@ def check_num_classes(num_classes: object, what: str = "num_classes") -> None:
         raise HazardsegError(f"{what} {num_classes} exceeds the limit of {MAX_NUM_CLASSES} classes")
 
 
-_check_num_classes = check_num_classes
-
-
 def create_model(
     name: str, num_classes: int = 13, pretrained: str | None = None, **options: Any
 ) -> SegmentationModel:
@@ -112,7 +109,7 @@ def create_model(
     ``options`` go to the builder (e.g. ``img_size`` for ``hiera_base``).
     """
     spec = get_model_spec(name)
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     if pretrained is not None:
         # Resolve the file before building so a missing file fails fast.
         path = resolve_weights_path(str(pretrained), name, spec.weights)
@@ -168,7 +165,7 @@ class _ShapeOnlyBuild(TorchFunctionMode):
 def build_on_meta(name: str, num_classes: int = 13, **options: Any) -> SegmentationModel:
     """Build ``name`` on the meta device: right structure and shapes, no memory, no values."""
     spec = get_model_spec(name)
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     with torch.device("meta"), _ShapeOnlyBuild():
         return spec.builder(num_classes, **options)
 

@@ -16,6 +16,7 @@ from hazardseg import distributed
 from hazardseg.config import TrainConfig
 from hazardseg.distributed import DistContext
 from hazardseg.errors import ConfigError
+from hazardseg.metrics.collector import MetricCollector
 from hazardseg.metrics.segmentation import ConfusionMatrix
 from hazardseg.models.forward import forward_logits
 from hazardseg.progress import track
@@ -180,7 +181,7 @@ def _confusion_matrix(
 ) -> ConfusionMatrix:
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes)
+    collector = MetricCollector(num_classes)
     try:
         for batch in batches:
             masks = batch["mask"].to(ctx.device, non_blocking=True)
@@ -192,10 +193,11 @@ def _confusion_matrix(
                 precision=precision.label,
                 channels_last=channels_last,
             )
-            cm.update(logits.argmax(dim=1), masks)
+            collector.update_segmentation(logits.argmax(dim=1), masks)
+        if ctx.enabled:
+            collector.all_reduce()
     finally:
         model.train(was_training)
-    if ctx.enabled:
-        cm.all_reduce()
-    cm.matrix = cm.matrix.cpu()
-    return cm
+    collector.to("cpu")
+    assert collector.segmentation is not None
+    return collector.segmentation

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from hazardseg import distributed
-from hazardseg.config import ExperimentConfig, config_from_dict, config_to_dict, validate_config
+from hazardseg.config import ExperimentConfig, config_from_dict, config_to_dict
 from hazardseg.distributed import DistContext
 from hazardseg.models.checkpoint import TrainingState
 from hazardseg.run_folder import RunFolder
@@ -45,6 +45,7 @@ from hazardseg.training.engine import (
 )
 from hazardseg.training.losses import SegmentationLoss
 from hazardseg.training.metrics_log import MetricLogger, MetricsLog, TrainProgress
+from hazardseg.training.rules import validate_config
 from hazardseg.training.schedule import EarlyStopping, Scheduler, build_optimizer
 from hazardseg.training.steps import (
     epoch_seed,

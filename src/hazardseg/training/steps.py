@@ -3,62 +3,19 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from hazardseg.config import AMP_MODES, TrainConfig
-from hazardseg.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Autocast settings of a run: ``dtype`` None means float32 (no autocast)."""
-
-    device_type: str
-    dtype: torch.dtype | None = None
-
-    @property
-    def enabled(self) -> bool:
-        """True when autocast is on."""
-        return self.dtype is not None
-
-    @property
-    def needs_scaler(self) -> bool:
-        """fp16 on CUDA needs loss scaling (GradScaler); bf16 does not."""
-        return self.dtype == torch.float16 and self.device_type == "cuda"
-
-    @property
-    def label(self) -> str:
-        """ "fp32", "bf16" or "fp16"."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-    def autocast(self) -> torch.autocast:
-        """The autocast context for forward passes."""
-        return torch.autocast(
-            device_type=self.device_type,
-            dtype=self.dtype or torch.float32,
-            enabled=self.enabled,
-        )
+from hazardseg.config import TrainConfig
+from hazardseg.precision import Precision, for_training
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
-    """Pick autocast: ``cfg.amp`` on CUDA ("auto" = bf16 if supported else fp16),
-    ``cfg.cpu_bf16`` on the CPU (``cfg.amp`` does not apply there)."""
-    amp = cfg.amp.lower()
-    if amp not in AMP_MODES:
-        raise ConfigError(f"train.amp={cfg.amp!r}: expected one of {', '.join(AMP_MODES)}")
-    if device.type == "cuda":
-        if amp == "none":
-            return Precision("cuda")
-        if amp == "auto":
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return Precision("cuda", torch.bfloat16 if amp == "bf16" else torch.float16)
-    if cfg.cpu_bf16:
-        return Precision(device.type, torch.bfloat16)
-    return Precision(device.type)
+    """The run's autocast (:func:`hazardseg.precision.for_training` of ``train.amp`` and
+    ``train.cpu_bf16``)."""
+    return for_training(cfg.amp, device, cfg.cpu_bf16)
 
 
 def seed_everything(seed: int) -> None:

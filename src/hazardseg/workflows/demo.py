@@ -20,7 +20,7 @@ from hazardseg.config import ExperimentConfig, load_config
 from hazardseg.errors import HazardsegError
 
 RECIPE = "synthetic_cpu.yaml"
-"""Packaged training recipe (identical to configs/synthetic_cpu.yaml)."""
+"""Packaged training recipe (configs/synthetic_cpu.yaml links to it: one file)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""The one place a pass over a split feeds its metrics: :class:`MetricCollector`.
+
+``evaluate`` (segmentation, every method's pooled and per-image metrics, components at the
+calibrated thresholds), the oracle component pass, ``eval-maps`` and training validation all
+feed one collector with batches of masks, predictions and score maps; it applies the
+protocols' pixel sets (:mod:`hazardseg.metrics.ood_protocol`), counts non-finite scores, and
+merges and all-reduces like every accumulator (:class:`hazardseg.metrics.base.Accumulator`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from hazardseg.errors import HazardsegError
+from hazardseg.metrics.base import Accumulator
+from hazardseg.metrics.components import ComponentMetrics
+from hazardseg.metrics.ood import PerImageOOD, PooledOOD
+from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
+from hazardseg.metrics.segmentation import ConfusionMatrix
+
+NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
+
+
+class MethodAccumulator(Accumulator):
+    """Pooled and per-image OOD accumulators of one method, with non-finite score counting.
+
+    Non-finite scores on evaluated pixels are counted per image; they are excluded from the
+    metrics and :meth:`check_nonfinite` raises unless the policy is ``"exclude"``.
+    """
+
+    def __init__(self, name: str, nonfinite: str = "error") -> None:
+        super().__init__()
+        if nonfinite not in NONFINITE_POLICIES:
+            raise HazardsegError(
+                f"nonfinite policy {nonfinite!r}: expected one of {', '.join(NONFINITE_POLICIES)}"
+            )
+        self.name = name
+        self.policy = nonfinite
+        self.pooled: PooledOOD
+        self.per_image: PerImageOOD
+        self.add_child("pooled", PooledOOD())
+        self.add_child("per_image", PerImageOOD())
+        self.nonfinite: int
+        self.nonfinite_images: list[str]
+        self.add_state("nonfinite", 0, "sum")
+        self.add_state("nonfinite_images", [], "extend")
+
+    def update(
+        self,
+        scores: torch.Tensor,
+        is_anomaly: torch.Tensor,
+        valid: torch.Tensor,
+        ids: list[str],
+        per_image_valid: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image.
+
+        ``valid`` selects the pixels of the pooled protocol, ``per_image_valid`` those of the
+        per-image protocol (default: ``valid``; see
+        :func:`hazardseg.metrics.ood_protocol.per_image_masks`).
+        """
+        pi_valid = valid if per_image_valid is None else per_image_valid
+        bad = ~torch.isfinite(scores) & (valid | pi_valid)
+        if bool(bad.any()):
+            per = bad.flatten(1).sum(1).tolist()
+            self.nonfinite += int(sum(per))
+            self.nonfinite_images.extend(i for i, c in zip(ids, per, strict=True) if c)
+            valid = valid & ~bad
+            pi_valid = pi_valid & ~bad
+        self.pooled.update(scores, is_anomaly, valid)
+        self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
+
+    def check_nonfinite(self, where: str) -> None:
+        """Raise when non-finite scores were seen and the policy is ``"error"``."""
+        if self.nonfinite and self.policy == "error":
+            first = ", ".join(sorted(self.nonfinite_images)[:3])
+            raise HazardsegError(
+                f"{where}: method '{self.name}' has {self.nonfinite} NaN/infinite scores in "
+                f"{len(self.nonfinite_images)} image(s) (first: {first}); use --nonfinite "
+                "exclude to leave those pixels out (the count is recorded)"
+            )
+
+
+class MetricCollector(Accumulator):
+    """Every metric of one pass: a confusion matrix (when ``num_classes``), one
+    :class:`MethodAccumulator` per method of ``methods`` and one :class:`ComponentMetrics` per
+    method with a threshold in ``component_thresholds``.
+
+    ``update(ids, mask, pred=None, scores=None)`` takes a batch: sample ids, class-id masks
+    (N, H, W), predicted classes (N, H, W) and method -> score maps (N, H, W).
+    ``exclude_unlabeled`` chooses the protocols' pixel sets; ``times`` holds the seconds spent
+    per part (``segmentation_s``, ``ood_s``, ``components_s``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        methods: Sequence[str] = (),
+        *,
+        nonfinite: str = "error",
+        exclude_unlabeled: bool = False,
+        component_thresholds: Mapping[str, float | None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.exclude_unlabeled = bool(exclude_unlabeled)
+        self.segmentation: ConfusionMatrix | None = None
+        if num_classes is not None:
+            self.segmentation = ConfusionMatrix(num_classes)
+            self.add_child("segmentation", self.segmentation)
+        self.methods: dict[str, MethodAccumulator] = {}
+        for name in methods:
+            self.methods[name] = MethodAccumulator(name, nonfinite)
+            self.add_child(f"method:{name}", self.methods[name])
+        self.components: dict[str, ComponentMetrics] = {}
+        for name, threshold in (component_thresholds or {}).items():
+            if threshold is not None:
+                self.components[name] = ComponentMetrics(threshold)
+                self.add_child(f"components:{name}", self.components[name])
+        self.times = {"segmentation_s": 0.0, "ood_s": 0.0, "components_s": 0.0}
+
+    def check_mergeable(self, other: Accumulator) -> None:
+        super().check_mergeable(other)
+        if set(other.children()) != set(self.children()):
+            raise ValueError("cannot merge collectors of different methods or components")
+
+    def update_segmentation(self, pred: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add predicted classes against the masks (the confusion matrix only)."""
+        t0 = time.perf_counter()
+        if self.segmentation is not None:
+            self.segmentation.update(pred, mask)
+        self.times["segmentation_s"] += time.perf_counter() - t0
+
+    def update_scores(
+        self, ids: list[str], mask: torch.Tensor, scores: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Add score maps of a batch: pooled and per-image metrics of each method (their own
+        pixel sets, non-finite scores counted) and components where a threshold is set."""
+        t0 = time.perf_counter()
+        is_anom, valid = evaluation_masks(mask, self.exclude_unlabeled)
+        if self.methods:
+            _, pi_valid = per_image_masks(mask, self.exclude_unlabeled)
+            for name, acc in self.methods.items():
+                if name in scores:
+                    acc.update(scores[name], is_anom, valid, ids, per_image_valid=pi_valid)
+        t1 = time.perf_counter()
+        for name, comp in self.components.items():
+            if name in scores:
+                s = scores[name]
+                comp.update(s, is_anom, valid & torch.isfinite(s))
+        self.times["ood_s"] += t1 - t0
+        self.times["components_s"] += time.perf_counter() - t1
+
+    def update(
+        self,
+        ids: list[str],
+        mask: torch.Tensor,
+        pred: torch.Tensor | None = None,
+        scores: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Add a batch (see the class docstring)."""
+        if pred is not None:
+            self.update_segmentation(pred, mask)
+        if scores:
+            self.update_scores(ids, mask, scores)
+
+    def compute(self, max_curve_points: int = 1000) -> dict[str, Any]:
+        """``segmentation`` (the confusion matrix's results, or None), ``pooled`` (method ->
+        ``PooledOOD.compute``), ``per_image`` (method -> ``PerImageOOD.compute``) and
+        ``components`` (method -> ``ComponentMetrics.compute``)."""
+        return {
+            "segmentation": None if self.segmentation is None else self.segmentation.compute(),
+            "pooled": {n: a.pooled.compute(max_curve_points) for n, a in self.methods.items()},
+            "per_image": {n: a.per_image.compute() for n, a in self.methods.items()},
+            "components": {n: c.compute() for n, c in self.components.items()},
+        }
