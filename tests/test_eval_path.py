@@ -319,3 +319,64 @@ def test_fitted_state_is_never_silently_replaced(tree, tmp_path, capsys, one_tor
     assert main([*predict, "--resize", "48x32", "--out", str(tmp_path / "p3")]) == 2
     err = capsys.readouterr().err
     assert "needs fitted state under resize 48x32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_save_scores_in_the_layout_eval_maps_reads(tree, tmp_path, one_torch_thread):
+    """predict --save-scores writes each image's score map where eval-maps finds it; the
+    metrics equal evaluate's for the same maps (float32), and float16 halves the files."""
+    import json
+
+    images = str(tree["root"] / "test" / "images" / "test")
+    out = tmp_path / "pred"
+    args = ["predict", images, "--checkpoint", str(tree["ckpt"]), "--method", "max_logit",
+            "--threshold", "0", "--quiet", "--out"]  # fmt: skip
+    assert main([*args, str(out), "--save-scores", "float32"]) == 0
+    saved = sorted((out / "scores" / "max_logit").rglob("*.npy"))
+    assert [p.relative_to(out / "scores" / "max_logit").as_posix() for p in saved] == [
+        "t5/1.npy",
+        "t5/3.npy",
+        "t6/2.npy",
+    ]
+    assert np.load(saved[0]).dtype == np.float32
+    row = json.loads((out / "predictions.json").read_text())["images"][0]
+    assert Path(row["files"]["scores"]).is_file()
+    maps_out = tmp_path / "maps_eval"
+    assert main(["eval-maps", "--maps", str(out / "scores" / "max_logit"), "--data",
+                 str(tree["root"]), "--out", str(maps_out), "--quiet"]) == 0  # fmt: skip
+    from_maps = json.loads((maps_out / "results.json").read_text())["methods"]["external"]
+    spec = spec_for(tree["ckpt"], methods="max_logit", components="none")
+    direct = evaluate(tree["ckpt"], tree["root"], "test", spec, RunOptions(save_state=False))
+    for key in ("auroc", "aupr", "fpr95"):
+        assert from_maps["pooled"][key] == direct["methods"]["max_logit"]["pooled"][key]
+        assert from_maps["per_image"][key] == direct["methods"]["max_logit"]["per_image"][key]
+    half = tmp_path / "half"
+    assert main([*args, str(half), "--save-scores", "float16"]) == 0
+    small = np.load(half / "scores" / "max_logit" / "t5" / "1.npy")
+    assert small.dtype == np.float16 and small.nbytes * 2 == np.load(saved[0]).nbytes
+    assert main([*args, str(tmp_path / "x"), "--save-scores", "int8"]) == 2
+
+
+def test_help_has_no_type_placeholders_or_cut_sentences(capsys):
+    """Every command's --help shows metavars, not <bool>/<int>/<list[Path]>, and every
+    option's help text appears whole."""
+    import re
+
+    from hazardseg.cli import cli_command
+
+    root = cli_command()
+    commands = []
+    for name, cmd in root.commands.items():
+        subs = getattr(cmd, "commands", None)
+        commands += [([name, s], c) for s, c in subs.items()] if subs else [([name], cmd)]
+    assert len(commands) >= 15
+    for path, cmd in commands:
+        assert main([*path, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        text = re.sub(r"[│╭╮╰╯─]", " ", text)
+        text = " ".join(text.split())
+        placeholder = re.search(r"<(bool|int|str|path|float|list\[\w+\])>", text)
+        assert placeholder is None, (path, placeholder.group(0))
+        for param in cmd.params:
+            words = (param.help or "").split()
+            if words:
+                assert words[-1] in text, (path, param.name, words[-1])
