@@ -31,7 +31,7 @@ def test_matches_sklearn_confusion_matrix_and_iou():
     t, p = target[keep].numpy(), pred[keep].numpy()
     expected = confusion_matrix(t, p, labels=list(range(NUM_CLASSES)))
     np.testing.assert_array_equal(cm.matrix.numpy(), expected)
-    r = cm.compute()
+    r = cm.compute(KNOWN_CLASS_NAMES)
     ref = jaccard_score(t, p, labels=list(range(NUM_CLASSES)), average=None)
     np.testing.assert_allclose(r["iou"].numpy(), ref, rtol=1e-12)
     assert r["miou"] == pytest.approx(ref.mean())

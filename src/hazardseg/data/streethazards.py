@@ -12,14 +12,10 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
 from hazardseg.data.classes import (
     ANOMALY_ID,
@@ -39,6 +35,15 @@ from hazardseg.data.classes import (
     png_to_ids,
 )
 from hazardseg.data.imageio import load_image, open_image
+from hazardseg.data.labels import LabelSpec
+from hazardseg.data.registry import (
+    DatasetDef,
+    Sample,
+    SplitInfo,
+    register_dataset,
+    split_table,
+)
+from hazardseg.data.split import SplitDataset, Transform
 from hazardseg.errors import DataError
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "UNLABELED_ID",
     "Sample",
     "StreetHazards",
+    "StreetHazardsDataset",
     "check_split_name",
     "colorize",
     "discover_samples",
@@ -73,16 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Transform = Callable[[Image.Image, Image.Image], tuple[torch.Tensor, torch.Tensor]]
-
-
-class Sample(NamedTuple):
-    """One image/annotation pair; ``rel`` is the path below the split's image folder."""
-
-    image_path: Path
-    label_path: Path
-    rel: str
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -281,14 +277,43 @@ def load_label(path: str | Path) -> np.ndarray:
     return png_to_ids(load_label_values(path))
 
 
-class StreetHazards(Dataset):
-    """StreetHazards split (``train``, ``validation`` or ``test``) read from the official layout.
+@register_dataset
+class StreetHazardsDataset(DatasetDef):
+    """StreetHazards (Hendrycks et al.): CARLA scenes, 13 known classes, anomalies in test."""
 
-    ``ds[i]`` is ``{"image", "mask", "path"}``: without a transform, image uint8 (3, H, W) and
-    mask int64 (H, W) with ids 0..13 and 255; with one, whatever
-    ``transform(image: PIL RGB, mask: PIL "L" of ids)`` returns. ``path`` is the sample's
-    ``rel`` (e.g. ``"t5/1.png"``).
-    """
+    name = "streethazards"
+    title = "StreetHazards"
+    source = "hendrycks/anomaly-seg (eval_ood.py, create_dataset.py)"
+    labels = LabelSpec(
+        num_classes=NUM_CLASSES,
+        anomaly_id=ANOMALY_ID,
+        unlabeled_id=UNLABELED_ID,
+        per_image_ignore_is_normal=True,
+    )
+    class_names = KNOWN_CLASS_NAMES
+    palette = PALETTE
+    splits = split_table(train=SplitInfo(), validation=SplitInfo(), test=SplitInfo(anomalies=True))
+    train_split, val_split, eval_split = "train", "validation", "test"
+    markers = (("train/images/training",), ("train/images/validation",), ("test/images/test",))
+
+    def samples(self, root: Path, split: str) -> list[Sample]:
+        return discover_samples(root, split)
+
+    def per_image_pixels(self, exclude_unlabeled: bool) -> str | None:
+        return None  # the official protocol's own words (hazardseg.metrics.ood_protocol)
+
+    def decode(self, values: np.ndarray, path: Path) -> np.ndarray:
+        if values.size and int(values.max()) > PNG_MAX_VALUE:
+            bad = np.unique(values[values > PNG_MAX_VALUE])[:5].tolist()
+            raise DataError(
+                f"{path}: label values {bad} outside 0..{PNG_MAX_VALUE}; expected StreetHazards PNG"
+            )
+        return png_to_ids(values.astype(np.uint8, copy=False))
+
+
+class StreetHazards(SplitDataset):
+    """A StreetHazards split (``train``, ``validation`` or ``test``): :class:`SplitDataset` of
+    the StreetHazards entry (mask ids 0..13 and 255)."""
 
     def __init__(
         self,
@@ -297,43 +322,5 @@ class StreetHazards(Dataset):
         transform: Transform | None = None,
         max_images: int | None = None,
     ) -> None:
-        if max_images is not None and max_images < 1:
-            raise DataError(f"max_images={max_images}; expected a positive integer or None")
-        self.root = Path(root)
-        self.split = split
-        self.transform = transform
-        samples = discover_samples(self.root, split)
-        if not samples:
-            raise DataError(f"{split_dirs(self.root, split)[0]}: split {split!r} has no images")
-        self.samples: list[Sample] = samples[:max_images] if max_images else samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __repr__(self) -> str:
-        return f"StreetHazards(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
-
-    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        """Return sample ``index`` as (PIL RGB image, uint8 id map) after validating sizes."""
-        sample = self.samples[index]
-        image = load_image(sample.image_path)
-        ids = load_label(sample.label_path)
-        if image.size != (ids.shape[1], ids.shape[0]):
-            raise DataError(
-                f"{sample.label_path}: size {ids.shape[1]}x{ids.shape[0]} differs from image "
-                f"{image.size[0]}x{image.size[1]}; expected equal sizes"
-            )
-        return image, ids
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, ids = self.load(index)
-        rel = self.samples[index].rel
-        if self.transform is not None:
-            img_t, mask_t = self.transform(image, Image.fromarray(ids))
-            return {"image": img_t, "mask": mask_t, "path": rel}
-        arr = np.asarray(image).transpose(2, 0, 1).copy()
-        return {
-            "image": torch.from_numpy(arr),
-            "mask": torch.from_numpy(ids.astype(np.int64)),
-            "path": rel,
-        }
+        check_split_name(split)
+        super().__init__(root, split, transform, max_images, dataset="streethazards")

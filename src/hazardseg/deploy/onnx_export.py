@@ -371,6 +371,7 @@ def export_checkpoint(
     source = ExportSource(
         model_name=ckpt.model_name,
         class_names=ckpt.info.get("class_names") or None,
+        dataset=ckpt.dataset,
         checkpoint_sha256=ckpt.sha256,
         model_options=ckpt.info.get("model_options"),
         spec={"resize": spec.resize},

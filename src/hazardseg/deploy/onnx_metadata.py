@@ -35,6 +35,8 @@ class ExportSource:
 
     model_name: str | None = None
     class_names: Sequence[str] | None = None
+    dataset: str | None = None
+    """The dataset the model was trained on."""
     checkpoint_sha256: str | None = None
     model_options: Mapping[str, Any] | None = None
     spec: Mapping[str, Any] | None = None
@@ -81,6 +83,7 @@ def build_metadata(
         f"{p}model_name": str(source.model_name),
         f"{p}model_options": json.dumps(dict(source.model_options or {}), sort_keys=True),
         f"{p}num_classes": str(int(num_classes)),
+        f"{p}dataset": source.dataset or "",
         f"{p}class_names": json.dumps([str(c) for c in class_names]),
         f"{p}methods": json.dumps(list(methods)),
         f"{p}method_options": json.dumps({n: m.options for n, m in methods.items()}),

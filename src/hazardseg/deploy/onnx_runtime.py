@@ -62,6 +62,8 @@ class OnnxMetadata:
     """The evaluation spec the graph was made for (``resize``; precision fp32, no TTA)."""
     method_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Fitted exported methods: ``{name: {"fit": {...}, "state": {...}}}``."""
+    dataset: str | None = None
+    """The dataset the model was trained on (its classes)."""
 
     @property
     def thresholds(self) -> dict[str, dict[str, Any]]:
@@ -142,6 +144,7 @@ def parse_metadata(props: Mapping[str, str], where: str = "ONNX model") -> OnnxM
             export_check=json.loads(props.get(f"{p}export_check", "{}")),
             spec=json.loads(props.get(f"{p}spec", '{"resize": "native"}')),
             method_states=json.loads(props.get(f"{p}method_states", "{}")),
+            dataset=props.get(f"{p}dataset") or None,
         )
     except DeployError:
         raise

@@ -36,6 +36,7 @@ from hazardseg.anomaly.thresholds import (
     missing_threshold_text,
 )
 from hazardseg.config import EvalConfig
+from hazardseg.data.registry import model_classes
 from hazardseg.deploy import DeployError
 from hazardseg.evaluation.spec import RunOptions, SpecRequest, check_spec, resolve_spec
 from hazardseg.inference.interface import Maps, Predictor
@@ -69,6 +70,7 @@ class OnnxMapPredictor:
         check_spec(self.spec)
         _check_graph_spec(self.spec)
         self.method_name = method
+        self.dataset = model_classes(meta.dataset, meta.class_names, meta.num_classes)
         self.resize = self.spec.resize
         self.policy = parse_resize_policy(self.resize)
         self.batch_size = int(self.spec.batch_size)

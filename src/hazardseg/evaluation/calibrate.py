@@ -19,11 +19,11 @@ import torch
 
 from hazardseg import distributed
 from hazardseg.config import EvalConfig
+from hazardseg.data.split import DataSource
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.passes import Prepared, open_split, prepare, split_pass
 from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec
 from hazardseg.metrics.ood import PooledOOD
-from hazardseg.metrics.ood_protocol import evaluation_masks
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def threshold_at_fpr(pooled: PooledOOD, target: float) -> dict[str, Any]:
 
 def calibrate(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
-    data_root: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSource,
     split: str = "validation",
     spec: EvalConfig | None = None,
     run: RunOptions | None = None,
@@ -62,25 +62,28 @@ def calibrate(
     run = run or RunOptions()
     run.check()
     ckpt = open_checkpoint(checkpoint)
+    source = DataSource.of(data)
+    source.dataset.require_labels(split, "calibrating on")
     spec = spec if spec is not None else resolve_spec(ckpt.config)
     check_spec(spec)
     ctx = distributed.init_from_env(spec.device)
     try:
-        prepared = prepare(ckpt, data_root, spec, run, ctx.device)
-        return _calibrate(prepared, data_root, split, target_fpr, spec, run)
+        prepared = prepare(ckpt, source, spec, run, ctx.device)
+        return _calibrate(prepared, source, split, target_fpr, spec, run)
     finally:
         distributed.cleanup(ctx)
 
 
 def _calibrate(
     prepared: Prepared,
-    data_root: str | os.PathLike[str],
+    data: DataSource,
     split: str,
     target_fpr: float,
     spec: EvalConfig,
     run: RunOptions,
 ) -> dict[str, dict[str, Any]]:
-    dataset = open_split(data_root, split, spec, run.max_images)
+    dataset = open_split(data, split, spec, run.max_images)
+    labels = data.dataset.labels
     selected = prepared.methods
     pooled = {n: PooledOOD() for n in selected}
     nonfinite = dict.fromkeys(selected, 0)
@@ -88,7 +91,7 @@ def _calibrate(
         for b in split_pass(
             prepared, dataset, spec, progress=run.progress, desc=f"calibrate {split}"
         ):
-            is_anom, valid = evaluation_masks(b.mask, spec.exclude_unlabeled)
+            is_anom, valid = labels.evaluation_masks(b.mask, spec.exclude_unlabeled)
             known = valid & ~is_anom
             for n, s in b.scores.items():
                 nonfinite[n] += int((~torch.isfinite(s) & known).sum())

@@ -17,11 +17,16 @@ import torch
 
 from hazardseg.config import EvalConfig
 from hazardseg.data.imageio import check_regular_file
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.split import DataSource
 from hazardseg.errors import DataError
 from hazardseg.evaluation.accumulate import map_relpath
 from hazardseg.evaluation.components import component_section, pooled_thresholds
-from hazardseg.evaluation.results import method_section, results_document, save_results
+from hazardseg.evaluation.results import (
+    method_section,
+    protocol_section,
+    results_document,
+    save_results,
+)
 from hazardseg.evaluation.spec import RunOptions, check_spec
 from hazardseg.metrics.collector import MetricCollector
 from hazardseg.progress import track
@@ -87,7 +92,7 @@ MAPS_SPEC_FIELDS: tuple[str, ...] = ("exclude_unlabeled", "nonfinite", "componen
 
 def evaluate_maps(
     maps_dir: str | os.PathLike[str],
-    data_root: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSource,
     split: str = "test",
     spec: EvalConfig | None = None,
     run: RunOptions | None = None,
@@ -117,7 +122,10 @@ def evaluate_maps(
     mdir = Path(maps_dir)
     if not mdir.is_dir():
         raise DataError(f"score-map folder not found: {mdir}")
-    dataset = StreetHazards(data_root, split, max_images=max_images)
+    source = DataSource.of(data)
+    source.dataset.require_labels(split)
+    dataset = source.open(split, max_images=max_images)
+    labels = source.dataset.labels
     rels = [s.rel for s in dataset.samples]
     missing = find_missing_maps(mdir, rels)
     if missing:
@@ -126,7 +134,7 @@ def evaluate_maps(
             f"(first: {', '.join(missing[:3])}); expected one .npy per image of split '{split}'"
         )
     collector = MetricCollector(
-        methods=[name], nonfinite=nonfinite, exclude_unlabeled=exclude_unlabeled
+        methods=[name], nonfinite=nonfinite, exclude_unlabeled=exclude_unlabeled, labels=labels
     )
     for i in track(range(len(dataset)), len(dataset), f"eval-maps {split}", unit="image",
                    enabled=progress):  # fmt: skip
@@ -139,7 +147,7 @@ def evaluate_maps(
     pooled = acc.pooled.compute(max_curve_points)
     if pooled["undefined_reason"] is not None:
         raise DataError(
-            f"split '{split}' of {data_root}: {pooled['undefined_reason']} in "
+            f"split '{split}' of {source}: {pooled['undefined_reason']} in "
             f"{len(rels)} images; pooled anomaly metrics are undefined"
         )
     comp: dict[str, Any] = {name: None}
@@ -151,6 +159,7 @@ def evaluate_maps(
         parts = MetricCollector(
             exclude_unlabeled=exclude_unlabeled,
             component_thresholds=pooled_thresholds({name: pooled}),
+            labels=labels,
         )
         for i in range(len(dataset)):
             sample = dataset[i]
@@ -173,7 +182,8 @@ def evaluate_maps(
             "class_names": None,
         },
         data={
-            "root": str(Path(data_root).resolve()),
+            "root": str(source.root.resolve()),
+            "dataset": source.dataset.name,
             "split": split,
             "num_images": len(rels),
             "resize": "native",
@@ -187,6 +197,9 @@ def evaluate_maps(
             "components": spec.components,
         },
         exclude_unlabeled=exclude_unlabeled,
+        protocol=protocol_section(
+            exclude_unlabeled, per_image_pixels=source.dataset.per_image_pixels(exclude_unlabeled)
+        ),
         segmentation=None,
         methods={name: section},
         timing={

@@ -4,7 +4,6 @@ state file (:class:`hazardseg.anomaly.state.AnomalyState`), or fitted once and r
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from hazardseg.anomaly import AnomalyMethod, create_method, fit_methods, parse_m
 from hazardseg.anomaly.state import AnomalyState, Restored
 from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.config import EvalConfig
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import DataError, HazardsegError
 from hazardseg.evaluation.spec import RunOptions
@@ -69,12 +68,17 @@ def threshold_settings(
     )
 
 
-def fit_loader(root: str | os.PathLike[str], spec: EvalConfig) -> DataLoader:
+def fit_loader(data: DataSource, spec: EvalConfig) -> DataLoader:
     """Images of the spec's fitting split with the evaluation transform; masks at label
     resolution (used by the methods that fit on ground truth)."""
-    ds = StreetHazards(
-        root, spec.fit_split, build_eval_transform(spec.resize), max_images=spec.fit_images
-    )
+    if spec.fit_split not in data.dataset.splits:
+        raise DataError(
+            f"{data}: dataset {data.dataset.name} has no split {spec.fit_split!r} to fit on "
+            f"(splits: {', '.join(data.dataset.splits)}); fit the methods on the model's own "
+            "training data first (`hazardseg calibrate --data TRAINING_ROOT`), the stored fit is "
+            "then used"
+        )
+    ds = data.open(spec.fit_split, build_eval_transform(spec.resize), max_images=spec.fit_images)
     return DataLoader(ds, batch_size=spec.batch_size, shuffle=False, num_workers=spec.workers)
 
 
@@ -83,7 +87,7 @@ def prepare_methods(
     model: nn.Module,
     state: AnomalyState,
     *,
-    data_root: str | os.PathLike[str],
+    data: DataSource,
     spec: EvalConfig,
     device: torch.device,
     run: RunOptions,
@@ -105,7 +109,7 @@ def prepare_methods(
     fitted_states: dict[str, Any] = {}
     if distributed.rank() == 0:
         try:
-            loader = fit_loader(data_root, spec)
+            loader = fit_loader(data, spec)
         except DataError as exc:
             raise DataError(
                 f"{exc} (method(s) {', '.join(todo)} need fitting data: choose another "

@@ -8,7 +8,6 @@ logits at the label size and every method's scores, all on the model's device.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from hazardseg.anomaly import AnomalyMethod
 from hazardseg.anomaly.state import AnomalyState, Restored
 from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.config import EvalConfig
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.split import DataSource, SplitDataset
 from hazardseg.data.transforms import build_eval_transform
+from hazardseg.errors import DataError
 from hazardseg.evaluation.methods import build_methods, prepare_methods, threshold_settings
 from hazardseg.evaluation.spec import RunOptions, state_file
 from hazardseg.models.checkpoint import LoadedCheckpoint
@@ -55,7 +55,7 @@ class Prepared:
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names stored in the checkpoint (the StreetHazards names for 13 classes)."""
+        """Class names stored in the checkpoint."""
         return self.checkpoint.class_names
 
     def fit_of(self, name: str) -> dict[str, Any] | None:
@@ -69,7 +69,7 @@ class Prepared:
 
 def prepare(
     checkpoint: LoadedCheckpoint,
-    data_root: str | os.PathLike[str],
+    data: DataSource,
     spec: EvalConfig,
     run: RunOptions,
     device: torch.device,
@@ -80,9 +80,7 @@ def prepare(
     model = checkpoint.model.to(device).eval()
     state = AnomalyState.open(state_file(run, checkpoint.path), checkpoint.sha256)
     t0 = time.perf_counter()
-    fits = prepare_methods(
-        methods, model, state, data_root=data_root, spec=spec, device=device, run=run
-    )
+    fits = prepare_methods(methods, model, state, data=data, spec=spec, device=device, run=run)
     fit_s = time.perf_counter() - t0
     settings = threshold_settings(spec, device)
     thresholds = {}
@@ -93,12 +91,36 @@ def prepare(
     return Prepared(checkpoint, model, methods, device, state, fits, settings, thresholds, fit_s)
 
 
+def scored_classes(checkpoint: LoadedCheckpoint, data: DataSource, split: str) -> int | None:
+    """The number of classes segmentation is scored over (None: the dataset has no class
+    labels, only anomaly masks); DataError when the split's labels are not public or the
+    checkpoint's classes are not the dataset's."""
+    dataset = data.dataset
+    dataset.require_labels(split)
+    known = dataset.labels.num_classes
+    if known == 0:
+        return None
+    names = checkpoint.class_names
+    if checkpoint.num_classes != known or (names and list(names) != list(dataset.class_names)):
+        trained = checkpoint.info.get("dataset") or (checkpoint.config.get("data") or {}).get(
+            "dataset", "its training data"
+        )
+        raise DataError(
+            f"{checkpoint.path}: the model predicts {checkpoint.num_classes} classes of "
+            f"{trained} ({', '.join((names or [])[:4])}...), but {dataset.name} labels "
+            f"{known} classes ({', '.join(dataset.class_names[:4])}...): segmentation scores "
+            "would compare different classes; evaluate on a dataset with the model's classes, "
+            "or on an anomaly-only set"
+        )
+    return known
+
+
 def open_split(
-    data_root: str | os.PathLike[str], split: str, spec: EvalConfig, max_images: int | None
-) -> StreetHazards:
+    data: DataSource, split: str, spec: EvalConfig, max_images: int | None
+) -> SplitDataset:
     """The split with the spec's evaluation transform."""
     transform = build_eval_transform(spec.resize, spec.at_label_resolution)
-    return StreetHazards(data_root, split, transform, max_images=max_images)
+    return data.open(split, transform, max_images=max_images)
 
 
 @dataclass
@@ -129,7 +151,7 @@ def _sync(device: torch.device) -> None:
 
 def split_pass(
     prepared: Prepared,
-    dataset: StreetHazards,
+    dataset: SplitDataset,
     spec: EvalConfig,
     *,
     methods: dict[str, AnomalyMethod] | None = None,

@@ -159,14 +159,16 @@ def _num(x: Any) -> float | None:
 
 
 def protocol_section(
-    exclude_unlabeled: bool, component_options: dict[str, Any] | None = None
+    exclude_unlabeled: bool,
+    component_options: dict[str, Any] | None = None,
+    per_image_pixels: str | None = None,
 ) -> dict[str, Any]:
     """The pixel protocol shared by every method's metrics, with each protocol's definition.
 
     ``component_options``: the ``ComponentMetrics`` options used (``threshold_rule``,
     ``min_pred_size``, ``min_gt_size``; defaults when None).
     """
-    definitions = protocol_definitions(exclude_unlabeled)
+    definitions = protocol_definitions(exclude_unlabeled, per_image_pixels)
     definitions["components"] = component_definition(**(component_options or {}))
     return {
         "positive": "anomaly",
@@ -254,8 +256,10 @@ def results_document(
     methods: dict[str, Any],
     timing: dict[str, Any],
     notes: list[str],
+    protocol: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The complete results.json object (schema_version 1)."""
+    """The complete results.json object (schema_version 1); ``protocol`` default:
+    :func:`protocol_section` of StreetHazards' pixel sets."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
@@ -265,7 +269,7 @@ def results_document(
         "data": data,
         "config": config,
         "evaluation": evaluation,
-        "protocol": protocol_section(exclude_unlabeled),
+        "protocol": protocol or protocol_section(exclude_unlabeled),
         "segmentation": segmentation,
         "methods": methods,
         "timing": timing,

@@ -19,12 +19,14 @@ import torch
 
 from hazardseg import distributed
 from hazardseg.config import EvalConfig
+from hazardseg.data.split import DataSource
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.accumulate import BackgroundWorker, MapWriter
 from hazardseg.evaluation.components import component_section, pooled_thresholds
-from hazardseg.evaluation.passes import Prepared, open_split, prepare, split_pass
+from hazardseg.evaluation.passes import Prepared, open_split, prepare, scored_classes, split_pass
 from hazardseg.evaluation.results import (
     method_section,
+    protocol_section,
     results_document,
     save_results,
     summary_table,
@@ -49,7 +51,7 @@ STAGES = (
 
 def evaluate(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
-    data_root: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSource,
     split: str = "test",
     spec: EvalConfig | None = None,
     run: RunOptions | None = None,
@@ -74,35 +76,40 @@ def evaluate(
     if run.save_maps and out_dir is None:
         raise HazardsegError("--save-maps needs an output folder (--out DIR)")
     ckpt = open_checkpoint(checkpoint)
+    source = DataSource.of(data)
     spec = spec if spec is not None else resolve_spec(ckpt.config)
     check_spec(spec)
+    num_classes = scored_classes(ckpt, source, split)
     ctx = distributed.init_from_env(spec.device)
     try:
-        prepared = prepare(ckpt, data_root, spec, run, ctx.device)
-        return _evaluate(prepared, data_root, split, out_dir, spec, run, t_start)
+        prepared = prepare(ckpt, source, spec, run, ctx.device)
+        return _evaluate(prepared, source, split, out_dir, spec, run, t_start, num_classes)
     finally:
         distributed.cleanup(ctx)
 
 
 def _evaluate(
     prepared: Prepared,
-    data_root: str | os.PathLike[str],
+    data: DataSource,
     split: str,
     out_dir: str | os.PathLike[str] | None,
     spec: EvalConfig,
     run: RunOptions,
     t_start: float,
+    num_classes: int | None,
 ) -> dict[str, Any]:
-    dataset = open_split(data_root, split, spec, run.max_images)
+    dataset = open_split(data, split, spec, run.max_images)
+    labels = data.dataset.labels
     methods = prepared.methods
     device = prepared.device
     comp_source, comp_thresholds, comp_notes = _component_plan(spec, prepared)
     collector = MetricCollector(
-        int(prepared.info["num_classes"]),
+        num_classes,
         list(methods),
         nonfinite=spec.nonfinite,
         exclude_unlabeled=spec.exclude_unlabeled,
         component_thresholds=comp_thresholds if comp_source == "calibrated" else None,
+        labels=labels,
     )
     writer = MapWriter(Path(out_dir) / "maps") if run.save_maps and out_dir else None
     times = dict.fromkeys(STAGES, 0.0)
@@ -202,7 +209,8 @@ def _evaluate(
             "class_names": prepared.class_names,
         },
         data={
-            "root": str(Path(data_root).resolve()),
+            "root": str(data.root.resolve()),
+            "dataset": data.dataset.name,
             "split": split,
             "num_images": n_images,
             "resize": spec.resize,
@@ -225,7 +233,13 @@ def _evaluate(
             "spec": spec_to_dict(spec),
         },
         exclude_unlabeled=spec.exclude_unlabeled,
-        segmentation=collector.segmentation.to_dict(prepared.class_names),
+        protocol=protocol_section(
+            spec.exclude_unlabeled,
+            per_image_pixels=data.dataset.per_image_pixels(spec.exclude_unlabeled),
+        ),
+        segmentation=None
+        if collector.segmentation is None
+        else collector.segmentation.to_dict(prepared.class_names),
         methods=method_results,
         timing=timing,
         notes=notes,
@@ -269,6 +283,7 @@ def _oracle_components(
     collector = MetricCollector(
         exclude_unlabeled=spec.exclude_unlabeled,
         component_thresholds={n: thresholds[n] for n in wanted},
+        labels=dataset.definition.labels,
     )
     with torch.inference_mode():
         if wanted:

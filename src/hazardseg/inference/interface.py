@@ -39,6 +39,8 @@ class Predictor(Protocol):
     method_name: str
     batch_size: int
     calibrated: dict[str, Any] | None
+    dataset: Any
+    """The dataset definition of the model's classes (draws its predictions)."""
     """The calibrated threshold entry that applies, or None."""
 
     @property

@@ -21,18 +21,12 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hazardseg.data.classes import (
-    ANOMALY_ID,
-    CLASS_NAMES,
-    IGNORE_COLOR,
-    NUM_CLASSES,
-    PALETTE,
-    colorize,
-)
+from hazardseg.data.registry import ANOMALY_COLOR, IGNORE_COLOR, DatasetDef
 from hazardseg.inference.render import (
     SCORE_CMAP,
     check_same_size,
     detection_overlay,
+    drawing,
     error_map,
     overlay_segmentation,
     score_range,
@@ -87,6 +81,10 @@ class PanelData:
     name: str = ""
     miou: float | None = None
     ap: float | None = None
+    gt_dataset: DatasetDef | None = None
+    """The dataset whose ids ``gt`` holds (default: StreetHazards)."""
+    pred_dataset: DatasetDef | None = None
+    """The dataset of the model's classes, which ``pred`` holds (default: StreetHazards)."""
 
 
 def panel_keys(has_gt: bool, has_score: bool) -> tuple[str, ...]:
@@ -131,18 +129,18 @@ def _draw(
     if key == "input":
         ax.imshow(s.image)
     elif key == "ground_truth":
-        ax.imshow(colorize(s.gt))
+        ax.imshow(drawing(s.gt_dataset).colorize(s.gt))
     elif key == "prediction":
-        ax.imshow(colorize(s.pred))
+        ax.imshow(drawing(s.pred_dataset).colorize(s.pred))
         if s.miou is not None:
             extra = f" (mIoU {100 * s.miou:.1f})"
     elif key == "overlay":
-        ax.imshow(overlay_segmentation(s.image, s.pred))
+        ax.imshow(overlay_segmentation(s.image, s.pred, dataset=s.pred_dataset))
     elif key == "confidence":
         cbar_im = ax.imshow(s.confidence, cmap=CONFIDENCE_CMAP, vmin=0.0, vmax=1.0)
     elif key == "error":
-        ax.imshow(error_map(s.image, s.gt, s.pred))
-        known = s.gt < NUM_CLASSES
+        ax.imshow(error_map(s.image, s.gt, s.pred, dataset=s.gt_dataset))
+        known = s.gt < drawing(s.gt_dataset).labels.num_classes
         if known.any():
             extra = f" {100 * float((s.pred[known] != s.gt[known]).mean()):.1f}%"
     elif key == "anomaly_score":
@@ -157,7 +155,7 @@ def _draw(
         ax.imshow(det, cmap="gray", vmin=0, vmax=1)
         extra = f"\n{_threshold_text(s)}"
     elif key == "tp_fp_fn":
-        img, counts = detection_overlay(s.image, _detect(s), s.gt)
+        img, counts = detection_overlay(s.image, _detect(s), s.gt, dataset=s.gt_dataset)
         ax.imshow(img)
         extra = f"\nTP {counts['tp']} FP {counts['fp']} FN {counts['fn']} px"
     else:  # pragma: no cover - keys come from panel_keys
@@ -178,11 +176,15 @@ def _detect(s: PanelData) -> np.ndarray:
     return np.nan_to_num(s.score, nan=-np.inf) >= s.threshold
 
 
-def _legend(fig: Figure, with_anomaly: bool, ncol: int) -> None:
-    ids = list(range(NUM_CLASSES)) + ([ANOMALY_ID] if with_anomaly else [])
+def _legend(fig: Figure, with_anomaly: bool, ncol: int, dataset: DatasetDef | None = None) -> None:
+    d = drawing(dataset)
     handles = [
-        Patch(facecolor=PALETTE[i] / 255.0, edgecolor="0.3", label=CLASS_NAMES[i]) for i in ids
+        Patch(facecolor=d.palette[i] / 255.0, edgecolor="0.3", label=name)
+        for i, name in enumerate(d.class_names)
     ]
+    if with_anomaly:
+        color = np.array(ANOMALY_COLOR) / 255.0
+        handles.append(Patch(facecolor=color, edgecolor="0.3", label="anomaly"))
     handles.append(
         Patch(facecolor=np.array(IGNORE_COLOR) / 255.0, edgecolor="0.3", label="no label (ignored)")
     )
@@ -219,7 +221,8 @@ def sample_panel(sample: PanelData, title: str | None = None, panel_width: float
         head = f"{head}  |  mIoU {100 * sample.miou:.1f}"
     if head:
         fig.suptitle(head, fontsize=11)
-    _legend(fig, with_anomaly=sample.gt is not None and sample.score is not None, ncol=5)
+    with_anomaly = sample.gt is not None and sample.score is not None
+    _legend(fig, with_anomaly=with_anomaly, ncol=5, dataset=sample.pred_dataset)
     return fig
 
 
@@ -266,7 +269,12 @@ def comparison_grid(
             cb.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
-    _legend(fig, with_anomaly=has_gt and has_score, ncol=min(8, max(5, ncols)))
+    _legend(
+        fig,
+        with_anomaly=has_gt and has_score,
+        ncol=min(8, max(5, ncols)),
+        dataset=samples[0].pred_dataset,
+    )
     return fig
 
 

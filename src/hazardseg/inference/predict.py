@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hazardseg.data.classes import colorize
 from hazardseg.data.imageio import check_regular_file
 from hazardseg.data.inputs import collect_images
 from hazardseg.data.transforms import load_image
@@ -66,7 +65,7 @@ def _save_scores(score: np.ndarray, path: Path, dtype: str) -> None:
 
 
 def _write_outputs(
-    out: Path, key: str, path: Path, pil: Image.Image, maps: Maps, thr: float
+    out: Path, key: str, path: Path, pil: Image.Image, maps: Maps, thr: float, classes: Any
 ) -> dict[str, Any]:
     """Write the four PNGs of one image; return its predictions.json row."""
     rgb = np.asarray(pil, dtype=np.uint8)
@@ -78,10 +77,10 @@ def _write_outputs(
         "mask": out / f"{key}_mask.png",
         "overlay": out / f"{key}_overlay.png",
     }
-    _save_png(colorize(maps.pred), files["segmentation"])
+    _save_png(classes.colorize(maps.pred), files["segmentation"])
     _save_png(heatmap_rgb(maps.score, vmin, vmax), files["heat"])
     _save_png(mask.astype(np.uint8) * 255, files["mask"])
-    _save_png(mask_overlay(rgb, maps.pred, mask), files["overlay"])
+    _save_png(mask_overlay(rgb, maps.pred, mask, classes), files["overlay"])
     size = maps.input_size
     return {
         "image": str(path),
@@ -158,7 +157,7 @@ def predict(
         if pending:
             maps = predictor.predict_batch([pil for _, _, pil in pending])
             for (path, key, pil), m in zip(pending, maps, strict=True):
-                rows.append(_write_outputs(out, key, path, pil, m, thr))
+                rows.append(_write_outputs(out, key, path, pil, m, thr, predictor.dataset))
                 if options.save_scores is not None:
                     target = out / "scores" / method / f"{key}.npy"
                     _save_scores(m.score, target, options.save_scores)
@@ -229,7 +228,7 @@ def predict_video(
                 "threshold": float(threshold),
                 "method": method,
             }
-            results.append((mask_overlay(frame, m.pred, mask), record))
+            results.append((mask_overlay(frame, m.pred, mask, predictor.dataset), record))
         return results
 
     summary = process_video(

@@ -52,6 +52,7 @@ class MapPredictor:
         ckpt = open_checkpoint(checkpoint)
         self.checkpoint = ckpt
         self.info = ckpt.info
+        self.dataset = ckpt.classes()
         self.spec = spec if spec is not None else resolve_spec(ckpt.config)
         check_spec(self.spec)
         self.device = distributed.resolve_device(self.spec.device)

@@ -8,14 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib import colormaps
 
-from hazardseg.data.classes import (
-    ANOMALY_ID,
-    IGNORE_COLOR,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    PALETTE,
-    colorize,
-)
+from hazardseg.data.labels import IGNORE_INDEX
+from hazardseg.data.registry import ANOMALY_COLOR, IGNORE_COLOR, DatasetDef, get_dataset
 
 SCORE_CMAP = "inferno"
 TP_COLOR = np.array([0, 200, 0], dtype=np.uint8)
@@ -24,16 +18,24 @@ FN_COLOR = np.array([30, 110, 255], dtype=np.uint8)
 WRONG_COLOR = np.array([230, 20, 20], dtype=np.uint8)
 
 
+def drawing(dataset: DatasetDef | None) -> DatasetDef:
+    """The dataset whose colours and ids a drawing uses (default: StreetHazards)."""
+    return dataset if dataset is not None else get_dataset("streethazards")
+
+
 def _gray(image: np.ndarray, dim: float = 0.6) -> np.ndarray:
     """Return a dimmed grayscale copy of an RGB image as float (H, W, 3) in [0, 255]."""
     g = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return np.repeat((g * dim)[..., None], 3, axis=2)
 
 
-def overlay_segmentation(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the class colours of ``ids`` over ``image``; returns (H, W, 3) uint8."""
+def overlay_segmentation(
+    image: np.ndarray, ids: np.ndarray, alpha: float = 0.5, dataset: DatasetDef | None = None
+) -> np.ndarray:
+    """Blend the class colours of ``ids`` (``dataset``'s palette) over ``image``; returns
+    (H, W, 3) uint8."""
     check_same_size(image, ids, "ids")
-    colours = colorize(ids).astype(np.float32)
+    colours = drawing(dataset).colorize(ids).astype(np.float32)
     out = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -65,25 +67,33 @@ def heatmap_rgb(score: np.ndarray, vmin: float, vmax: float, cmap: str = SCORE_C
     return rgb
 
 
-def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def error_map(
+    image: np.ndarray, gt: np.ndarray, pred: np.ndarray, dataset: DatasetDef | None = None
+) -> np.ndarray:
     """Colour the prediction errors over a dimmed image: wrong pixels red, anomaly ground
     truth in the anomaly colour (no known class can be right there), unannotated pixels in the
-    ignore colour; correct pixels keep the dimmed image."""
+    ignore colour; correct pixels keep the dimmed image. ``dataset`` encodes ``gt``."""
     check_same_size(image, gt, "gt")
     check_same_size(image, pred, "pred")
+    labels = drawing(dataset).labels
     out = _gray(image).astype(np.uint8)
-    known = gt < NUM_CLASSES
+    known = gt < labels.num_classes
     out[known & (pred != gt)] = WRONG_COLOR
-    out[gt == ANOMALY_ID] = PALETTE[ANOMALY_ID]
+    for a in labels.anomaly_ids:
+        out[gt == a] = ANOMALY_COLOR
     out[gt == IGNORE_INDEX] = IGNORE_COLOR
     return out
 
 
 def detection_overlay(
-    image: np.ndarray, detection: np.ndarray, gt: np.ndarray
+    image: np.ndarray,
+    detection: np.ndarray,
+    gt: np.ndarray,
+    dataset: DatasetDef | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Colour true positives, false positives and false negatives of a binary anomaly
-    detection over a dimmed image; pixels with ``gt == 255`` are not counted.
+    detection over a dimmed image; pixels with ``gt == 255`` are not counted. ``dataset``
+    encodes ``gt``.
 
     Returns the (H, W, 3) uint8 image and the pixel counts ``{"tp", "fp", "fn"}``.
     """
@@ -91,7 +101,7 @@ def detection_overlay(
     check_same_size(image, gt, "gt")
     det = detection.astype(bool)
     valid = gt != IGNORE_INDEX
-    pos = gt == ANOMALY_ID
+    pos = np.isin(gt, drawing(dataset).labels.anomaly_ids)
     tp, fp, fn = det & pos & valid, det & ~pos & valid, ~det & pos & valid
     out = _gray(image).astype(np.uint8)
     out[tp], out[fp], out[fn] = TP_COLOR, FP_COLOR, FN_COLOR
@@ -104,9 +114,11 @@ def check_same_size(image: np.ndarray, other: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} has size {other.shape[:2]}, image has {image.shape[:2]}")
 
 
-def mask_overlay(image: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Segmentation colours blended over the image with detected anomaly pixels painted in
-    the anomaly colour; returns (H, W, 3) uint8."""
-    out = overlay_segmentation(image, pred, alpha=0.45)
-    out[mask] = (0.3 * out[mask] + 0.7 * PALETTE[ANOMALY_ID]).astype(np.uint8)
+def mask_overlay(
+    image: np.ndarray, pred: np.ndarray, mask: np.ndarray, dataset: DatasetDef | None = None
+) -> np.ndarray:
+    """Segmentation colours (``dataset``'s palette) blended over the image with detected
+    anomaly pixels painted in the anomaly colour; returns (H, W, 3) uint8."""
+    out = overlay_segmentation(image, pred, alpha=0.45, dataset=dataset)
+    out[mask] = (0.3 * out[mask] + 0.7 * np.array(ANOMALY_COLOR)).astype(np.uint8)
     return out

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from hazardseg.config import EvalConfig
-from hazardseg.data.classes import NUM_CLASSES
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.labels import LabelSpec
+from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import load_image
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.spec import RunOptions
@@ -53,7 +53,7 @@ class PanelSelection:
     """Also write one comparison grid."""
 
 
-def per_image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
+def per_image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int = 13) -> float:
     """Mean IoU of one image (the dataset mIoU's definition, :class:`ConfusionMatrix`, on its
     pixels): classes present in the ground truth or the prediction; NaN when none is."""
     cm = ConfusionMatrix(num_classes)
@@ -61,20 +61,23 @@ def per_image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int = NUM_CLAS
     return float(cm.compute()["miou"])
 
 
-def per_image_ap(score: np.ndarray, gt: np.ndarray) -> float:
-    """The image's AP as the official per-image protocol (and results.json's ``per_image``)
-    computes it: :func:`~hazardseg.metrics.ood_functional.image_metrics` over
-    :func:`~hazardseg.metrics.ood_protocol.per_image_masks`; NaN without both classes."""
-    is_anom, valid = per_image_masks(torch.from_numpy(gt.astype(np.int64)))
+def per_image_ap(score: np.ndarray, gt: np.ndarray, labels: LabelSpec | None = None) -> float:
+    """The image's AP as the per-image protocol (and results.json's ``per_image``) computes
+    it: :func:`~hazardseg.metrics.ood_functional.image_metrics` over
+    :func:`~hazardseg.metrics.ood_protocol.per_image_masks` of the dataset's ``labels``
+    (default StreetHazards'); NaN without both classes."""
+    is_anom, valid = per_image_masks(torch.from_numpy(gt.astype(np.int64)), labels=labels)
     return float(image_metrics(torch.from_numpy(score), is_anom, valid)["aupr"])
 
 
-def best_f1_threshold(score: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+def best_f1_threshold(
+    score: np.ndarray, gt: np.ndarray, labels: LabelSpec | None = None
+) -> tuple[float, float]:
     """The threshold (score >= t is anomalous) with the best pixel F1 on this image's
     annotated pixels, and that F1; (NaN, NaN) when the image has no anomaly pixel."""
     from hazardseg.metrics.ood_protocol import evaluation_masks
 
-    is_anom, valid = evaluation_masks(torch.from_numpy(gt.astype(np.int64)))
+    is_anom, valid = evaluation_masks(torch.from_numpy(gt.astype(np.int64)), labels=labels)
     if not bool((is_anom & valid).any()):
         return math.nan, math.nan
     res = exact_curve_metrics(torch.from_numpy(score), is_anom, valid)
@@ -98,14 +101,26 @@ def select_indices(values: Sequence[float], n: int, mode: str) -> list[int]:
 
 
 def _parse_selection(
-    split: str, count: int, samples: int | None, indices: Sequence[int] | None, select: str, by: str
+    split: str,
+    count: int,
+    samples: int | None,
+    indices: Sequence[int] | None,
+    select: str,
+    by: str,
+    source: DataSource,
 ) -> None:
     if select not in SELECT_MODES:
         raise HazardsegError(f"--select {select!r}: expected one of {', '.join(SELECT_MODES)}")
     if by not in SELECT_BY:
         raise HazardsegError(f"--by {by!r}: expected one of {', '.join(SELECT_BY)}")
-    if by == "ap" and select != "even" and split != "test":
-        raise HazardsegError(f"--by ap needs anomaly labels: use --split test, not {split!r}")
+    if by == "ap" and select != "even" and not source.dataset.splits[split].anomalies:
+        with_anomalies = [n for n, info in source.dataset.splits.items() if info.anomalies]
+        raise HazardsegError(
+            f"--by ap needs anomaly labels: split {split!r} has none (use "
+            f"{' or '.join(with_anomalies) or 'a split with anomalies'})"
+        )
+    if by == "miou" and select != "even" and source.dataset.labels.num_classes == 0:
+        raise HazardsegError(f"--by miou needs class labels: {source.dataset.name} has none")
     if indices is not None:
         bad = [i for i in indices if not 0 <= i < count]
         if bad:
@@ -116,7 +131,7 @@ def _parse_selection(
 
 def visualize(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
-    data_root: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSource,
     split: str,
     out_dir: str | os.PathLike[str],
     spec: EvalConfig | None = None,
@@ -133,11 +148,15 @@ def visualize(
     """
     sel = selection or PanelSelection()
     samples, indices, method, select, by = sel.samples, sel.indices, sel.method, sel.select, sel.by
-    dataset = StreetHazards(data_root, split)
-    _parse_selection(split, len(dataset), samples, indices, select, by)
+    source = DataSource.of(data)
+    source.dataset.require_labels(split, "drawing ground truth of")
+    dataset = source.open(split)
+    labels = source.dataset.labels
+    _parse_selection(split, len(dataset), samples, indices, select, by, source)
     predictor = MapPredictor(checkpoint, method, spec, run)
-    with_scores = split == "test"
+    with_scores = source.dataset.splits[split].anomalies
     num_classes = int(predictor.info["num_classes"])
+    same_classes = num_classes == labels.num_classes
 
     def sample_data(i: int) -> PanelData:
         item = dataset[i]
@@ -152,15 +171,17 @@ def visualize(
             confidence=maps.confidence,
             gt=gt,
             name=f"{split} #{i} ({dataset.samples[i].rel})",
-            miou=per_image_miou(maps.pred, gt, num_classes),
+            miou=per_image_miou(maps.pred, gt, num_classes) if same_classes else None,
+            gt_dataset=source.dataset,
+            pred_dataset=predictor.dataset,
         )
         if with_scores:
             data.score = maps.score
-            data.ap = per_image_ap(maps.score, gt)
+            data.ap = per_image_ap(maps.score, gt, labels)
             if predictor.threshold is not None:
                 data.threshold, data.threshold_label = predictor.threshold, "calibrated"
             else:
-                data.threshold, _ = best_f1_threshold(maps.score, gt)
+                data.threshold, _ = best_f1_threshold(maps.score, gt, labels)
                 data.threshold_label = "per-image best-F1 (oracle)"
                 if math.isnan(data.threshold):
                     data.threshold, data.threshold_label = None, "no anomaly in image"

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+from hazardseg.data.labels import LabelSpec
 from hazardseg.errors import HazardsegError
 from hazardseg.metrics.base import Accumulator
 from hazardseg.metrics.components import ComponentMetrics
 from hazardseg.metrics.ood import PerImageOOD, PooledOOD
-from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
+from hazardseg.metrics.ood_protocol import default_labels
 from hazardseg.metrics.segmentation import ConfusionMatrix
 
 NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
@@ -91,8 +92,9 @@ class MetricCollector(Accumulator):
     method with a threshold in ``component_thresholds``.
 
     ``update(ids, mask, pred=None, scores=None)`` takes a batch: sample ids, class-id masks
-    (N, H, W), predicted classes (N, H, W) and method -> score maps (N, H, W).
-    ``exclude_unlabeled`` chooses the protocols' pixel sets; ``times`` holds the seconds spent
+    (N, H, W), predicted classes (N, H, W) and method -> score maps (N, H, W). ``labels`` (the
+    dataset's mask ids; default StreetHazards') and ``exclude_unlabeled`` choose the
+    protocols' pixel sets; ``times`` holds the seconds spent
     per part (``segmentation_s``, ``ood_s``, ``components_s``).
     """
 
@@ -104,12 +106,14 @@ class MetricCollector(Accumulator):
         nonfinite: str = "error",
         exclude_unlabeled: bool = False,
         component_thresholds: Mapping[str, float | None] | None = None,
+        labels: LabelSpec | None = None,
     ) -> None:
         super().__init__()
         self.exclude_unlabeled = bool(exclude_unlabeled)
+        self.labels = labels or default_labels()
         self.segmentation: ConfusionMatrix | None = None
         if num_classes is not None:
-            self.segmentation = ConfusionMatrix(num_classes)
+            self.segmentation = ConfusionMatrix(num_classes, self.labels.unlabeled_id)
             self.add_child("segmentation", self.segmentation)
         self.methods: dict[str, MethodAccumulator] = {}
         for name in methods:
@@ -140,9 +144,9 @@ class MetricCollector(Accumulator):
         """Add score maps of a batch: pooled and per-image metrics of each method (their own
         pixel sets, non-finite scores counted) and components where a threshold is set."""
         t0 = time.perf_counter()
-        is_anom, valid = evaluation_masks(mask, self.exclude_unlabeled)
+        is_anom, valid = self.labels.evaluation_masks(mask, self.exclude_unlabeled)
         if self.methods:
-            _, pi_valid = per_image_masks(mask, self.exclude_unlabeled)
+            _, pi_valid = self.labels.per_image_masks(mask, self.exclude_unlabeled)
             for name, acc in self.methods.items():
                 if name in scores:
                     acc.update(scores[name], is_anom, valid, ids, per_image_valid=pi_valid)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from hazardseg.data.classes import ANOMALY_ID, UNLABELED_ID
+from hazardseg.data.labels import LabelSpec
 
 POOLED_FPR95_DEFINITION = (
     "FPR at the first ROC point (thresholds decreasing, one point per distinct score) whose "
@@ -30,45 +30,46 @@ PER_IMAGE_DEFINITION = (
 """The metrics of :class:`~hazardseg.metrics.ood.PerImageOOD`."""
 
 
-def evaluation_masks(
-    mask: torch.Tensor, exclude_unlabeled: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(is_anomaly, valid)`` bool tensors for a class-id mask (any shape).
+def default_labels() -> LabelSpec:
+    """The label spec of the default dataset (StreetHazards), used when none is given."""
+    from hazardseg.data.registry import get_dataset
 
-    Positive: the anomaly id 13. Negative: known classes 0..12. Excluded (``valid`` False):
-    every other value (the ignore value 255), and "unlabeled" (0) when ``exclude_unlabeled``.
-    """
-    is_anomaly = mask == ANOMALY_ID
-    valid = (mask >= 0) & (mask <= ANOMALY_ID)
-    if exclude_unlabeled:
-        valid &= mask != UNLABELED_ID
-    return is_anomaly, valid
+    return get_dataset("streethazards").labels
+
+
+def evaluation_masks(
+    mask: torch.Tensor, exclude_unlabeled: bool = False, labels: LabelSpec | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(is_anomaly, valid)`` bool tensors for a class-id mask (any shape) of the
+    pooled and component protocols (:meth:`hazardseg.data.labels.LabelSpec.evaluation_masks`;
+    ``labels`` default: StreetHazards': positive 13, negative 0..12, 255 excluded, "unlabeled"
+    (0) too with ``exclude_unlabeled``)."""
+    return (labels or default_labels()).evaluation_masks(mask, exclude_unlabeled)
 
 
 def per_image_masks(
-    mask: torch.Tensor, exclude_unlabeled: bool = False
+    mask: torch.Tensor, exclude_unlabeled: bool = False, labels: LabelSpec | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(is_anomaly, valid)`` for the per-image protocol from a class-id mask (any shape).
-
-    Default (the official protocol): every pixel is evaluated; positive = the anomaly id 13,
-    every other pixel is normal, the ignore value 255 included, because at label resolution
-    255 is PNG value 0, which the official loader shifts to -1 and counts as normal. With
-    ``exclude_unlabeled`` the masks are :func:`evaluation_masks` ``(mask, True)`` (not the
-    official protocol).
-    """
-    if exclude_unlabeled:
-        return evaluation_masks(mask, exclude_unlabeled=True)
-    is_anomaly = mask == ANOMALY_ID
-    return is_anomaly, torch.ones_like(is_anomaly)
+    """Return ``(is_anomaly, valid)`` for the per-image protocol
+    (:meth:`hazardseg.data.labels.LabelSpec.per_image_masks`). For StreetHazards (the default)
+    every pixel is evaluated and 255 (PNG 0 at label resolution) is normal, as the official
+    loader shifts it to -1 and counts it as normal; with ``exclude_unlabeled`` the masks are
+    :func:`evaluation_masks` ``(mask, True)`` (not the official protocol)."""
+    return (labels or default_labels()).per_image_masks(mask, exclude_unlabeled)
 
 
-def protocol_definitions(exclude_unlabeled: bool = False) -> dict[str, str]:
+def protocol_definitions(
+    exclude_unlabeled: bool = False, per_image_pixels: str | None = None
+) -> dict[str, str]:
     """The definition each protocol uses, for results.json (``protocol.definitions``).
 
     ``exclude_unlabeled`` is the evaluation's option: it changes which pixels the per-image
-    protocol evaluates (see :func:`per_image_masks`).
+    protocol evaluates (see :func:`per_image_masks`). ``per_image_pixels`` describes the
+    per-image pixel set of a dataset other than StreetHazards (the default text).
     """
-    if exclude_unlabeled:
+    if per_image_pixels is not None:
+        pixels = per_image_pixels
+    elif exclude_unlabeled:
         pixels = (
             "pixels: anomaly (13) positive, known classes 1..12 negative; unlabeled (0) and "
             "PNG 0 / ignore (255) excluded (NOT the official pixel set)"

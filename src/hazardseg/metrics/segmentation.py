@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from hazardseg.data.classes import KNOWN_CLASS_NAMES, UNLABELED_ID
 from hazardseg.metrics.base import Accumulator
 
 
@@ -24,11 +23,13 @@ class ConfusionMatrix(Accumulator):
     matrix follows the device of the predictions it is given.
     """
 
-    def __init__(self, num_classes: int = len(KNOWN_CLASS_NAMES)) -> None:
+    def __init__(self, num_classes: int = 13, unlabeled_id: int | None = 0) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
+        valid_unlabeled = unlabeled_id is not None and 0 <= unlabeled_id < num_classes
+        self.unlabeled_id = unlabeled_id if valid_unlabeled else None
         self.matrix: torch.Tensor
         zeros = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
         self.add_state("matrix", zeros, "sum")
@@ -89,8 +90,8 @@ class ConfusionMatrix(Accumulator):
         class_acc = torch.where(gt > 0, tp / gt.clamp_min(1), nan)
         total = m.sum()
         keep = torch.ones(self.num_classes, dtype=torch.bool)
-        if self.num_classes > 1:
-            keep[UNLABELED_ID] = False
+        if self.num_classes > 1 and self.unlabeled_id is not None:
+            keep[self.unlabeled_id] = False
         return {
             "iou": iou,
             "miou": _nanmean(iou),
@@ -118,8 +119,6 @@ class ConfusionMatrix(Accumulator):
 
     def _names(self, class_names: Sequence[str] | None) -> list[str]:
         if class_names is None:
-            if self.num_classes == len(KNOWN_CLASS_NAMES):
-                return list(KNOWN_CLASS_NAMES)
             return [str(i) for i in range(self.num_classes)]
         if len(class_names) != self.num_classes:
             raise ValueError(f"expected {self.num_classes} class names, got {len(class_names)}")

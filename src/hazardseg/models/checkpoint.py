@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from hazardseg import __version__
 from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
+from hazardseg.data.registry import DatasetDef, model_classes
 from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.io import atomic_path
 from hazardseg.models.registry import check_num_classes, create_model, get_model_spec, list_models
@@ -361,11 +362,22 @@ class LoadedCheckpoint:
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names stored in the checkpoint (the StreetHazards names for 13 classes)."""
+        """Class names stored in the checkpoint (for a bare state dict: the StreetHazards
+        names when it has 13 classes)."""
         names = self.info.get("class_names")
         if names:
             return list(names)
         return list(KNOWN_CLASS_NAMES) if self.num_classes == len(KNOWN_CLASS_NAMES) else None
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset the model was trained on (recorded in the checkpoint or its config)."""
+        name = self.info.get("dataset") or (self.config.get("data") or {}).get("dataset")
+        return str(name) if name else None
+
+    def classes(self) -> DatasetDef:
+        """The dataset definition that draws this model's predictions."""
+        return model_classes(self.dataset, self.class_names, self.num_classes)
 
 
 def open_checkpoint(
