@@ -18,9 +18,9 @@ from hazardseg.models.checkpoint import (
     TrainingState,
     load_checkpoint,
     load_model,
-    restore_rng_state,
     save_checkpoint,
 )
+from hazardseg.models.rng import restore_rng_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,7 +22,7 @@ from hazardseg.data.inputs import collect_images
 from hazardseg.data.streethazards import StreetHazards, load_label
 from hazardseg.data.transforms import build_train_transform, parse_resize_policy
 from hazardseg.errors import ConfigError, DataError
-from hazardseg.evaluation.maps import load_score_map
+from hazardseg.evaluation.score_maps import load_npy_map as load_score_map
 from hostile_helpers import assert_one_line_error, bomb_png, make_checkpoint, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

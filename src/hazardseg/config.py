@@ -24,7 +24,8 @@ class ModelConfig:
     name: str = "lraspp_mobilenet_v3"
     pretrained: str | None = None
     """None (random init), "imagenet" (backbone weights from the local cache) or a file path."""
-    num_classes: int = 13
+    num_classes: int | None = None
+    """Classes the model predicts (None: the dataset's known classes)."""
 
 
 @dataclass
@@ -32,8 +33,12 @@ class DataConfig:
     """Where the data lives and how it is loaded."""
 
     root: str | None = None
-    train_split: str = "train"
-    val_split: str = "validation"
+    dataset: str = "streethazards"
+    """The registered dataset at ``root`` (``hazardseg datasets`` lists them)."""
+    train_split: str | None = None
+    """Split trained on (None: the dataset's training split)."""
+    val_split: str | None = None
+    """Split validated on (None: the dataset's validation split)."""
     num_workers: int = 2
     max_train_images: int | None = None
     """Use only the first N training images (None = all)."""
@@ -81,6 +86,10 @@ class EvalConfig:
     """Anomaly methods: "all" or a comma list, e.g. "msp,max_logit,sml"."""
     exclude_unlabeled: bool = False
     """Leave "unlabeled" pixels out of the anomaly metrics."""
+    protocols: str = "auto"
+    """Anomaly protocols: "auto" (the dataset's own: pooled and per_image for StreetHazards
+    and BDD-Anomaly, pooled and smiyc for the SegmentMeIfYouCan-style sets) or a comma list of
+    pooled, per_image, smiyc (pooled is always measured)."""
     fit_split: str = "train"
     """Split that fits the methods that need fitting (SML, HEAT)."""
     fit_images: int | None = 100

@@ -1,4 +1,5 @@
-"""CLI commands: ``hazardseg data check|stats|preview|download`` (and ``synth``, see synth.py)."""
+"""CLI commands: ``hazardseg data check|stats|preview|index|download`` (and ``synth``, see
+synth.py), and ``hazardseg datasets``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ if TYPE_CHECKING:
     from hazardseg.data.check import CheckReport
 
 data_app = typer.Typer(
-    help="Inspect, download and generate StreetHazards-format data.", no_args_is_help=True
+    help="Inspect, index, download and generate data in every registered dataset's layout.",
+    no_args_is_help=True,
+)
+DATASET_OPTION = typer.Option(
+    None,
+    "--dataset",
+    metavar="NAME",
+    help="Registered dataset at ROOT (default: detected from its layout).",
 )
 
 
@@ -29,23 +37,31 @@ def _print_report(report: CheckReport) -> None:
 
 @data_app.command("check")
 def check(
-    root: Path = typer.Argument(..., help="Dataset root (contains train/ and test/)."),
+    root: Path = typer.Argument(..., help="Dataset root (e.g. StreetHazards' train/ and test/)."),
+    dataset: str | None = DATASET_OPTION,
     split: list[str] = typer.Option(
-        None, "--split", "-s", help="Check only this split (repeatable): train|validation|test."
+        None,
+        "--split",
+        "-s",
+        help="Check only this split (repeatable; default: every split of the dataset).",
     ),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes that read the files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Verify the layout, pairing, PNGs, sizes and label values; exit 1 on problems."""
+    """Verify the layout, pairing, images, sizes and label values; exit 1 on problems."""
     from hazardseg.data.check import check_dataset
 
-    _print_report(check_dataset(root, split or None, workers=workers, progress=progress))
+    report = check_dataset(root, split or None, workers=workers, progress=progress, dataset=dataset)
+    _print_report(report)
 
 
 @data_app.command("stats")
 def stats(
     root: Path = typer.Argument(..., help="Dataset root."),
-    split: str = typer.Option("train", "--split", "-s", help="train|validation|test."),
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = typer.Option(
+        None, "--split", "-s", help="Split to count (default: the dataset's training split)."
+    ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Bar chart PNG (default: class_pixels_<split>.png)."
     ),
@@ -53,23 +69,29 @@ def stats(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Print the per-class pixel distribution and write a log-scale bar chart."""
+    from hazardseg.data.registry import resolve_dataset
     from hazardseg.data.stats import class_pixel_counts, format_counts, plot_counts
     from hazardseg.errors import DataError
 
     if max_images is not None and max_images < 1:
         raise DataError(f"--max-images {max_images}; expected a positive integer")
-    counts = class_pixel_counts(root, split, max_images=max_images, progress=progress)
-    for line in format_counts(counts):
+    d = resolve_dataset(dataset, root)
+    split = split or d.train_split or d.eval_split
+    counts = class_pixel_counts(root, split, max_images, progress, d)
+    for line in format_counts(counts, d):
         typer.echo(line)
     out = out or Path(f"class_pixels_{split}.png")
-    plot_counts(counts, out, title=f"StreetHazards {split}: pixels per class ({root})")
+    plot_counts(counts, out, f"{d.title} {split}: pixels per class ({root})", d)
     typer.echo(f"wrote {out}")
 
 
 @data_app.command("preview")
 def preview(
     root: Path = typer.Argument(..., help="Dataset root."),
-    split: str = typer.Option("train", "--split", "-s", help="train|validation|test."),
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = typer.Option(
+        None, "--split", "-s", help="Split shown (default: the dataset's training split)."
+    ),
     n: int = typer.Option(8, "--n", "-n", help="Number of random samples."),
     out: Path = typer.Option(None, "--out", "-o", help="Grid PNG (default: preview_<split>.png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random sample choice."),
@@ -78,10 +100,36 @@ def preview(
 ) -> None:
     """Write a grid of images beside their coloured label maps, with a class legend."""
     from hazardseg.data.preview import write_preview
+    from hazardseg.data.registry import resolve_dataset
 
+    d = resolve_dataset(dataset, root)
+    split = split or d.train_split or d.eval_split
     out = out or Path(f"preview_{split}.png")
-    write_preview(root, split, out, n=n, seed=seed, tile_width=tile_width, cols=cols)
+    write_preview(root, split, out, n, seed, tile_width, cols, d)
     typer.echo(f"wrote {out}")
+
+
+@data_app.command("index")
+def index(
+    root: Path = typer.Argument(..., help="Dataset root."),
+    dataset: str = typer.Option(
+        "bdd-anomaly", "--dataset", metavar="NAME", help="Dataset whose lists are written."
+    ),
+) -> None:
+    """Write a dataset's split lists from its label files with the benchmark's own rule
+    (BDD-Anomaly: train.odgt, validation.odgt, anom.odgt)."""
+    from hazardseg.data.registry import get_dataset
+    from hazardseg.errors import DataError
+
+    d = get_dataset(dataset)
+    writer = getattr(d, "write_indexes", None)
+    if writer is None:
+        raise DataError(f"dataset {d.name}: has no split lists to write (its layout is enough)")
+    counts = writer(Path(root))
+    typer.echo(
+        f"wrote the {d.title} lists in {root}: "
+        + ", ".join(f"{split} {n}" for split, n in counts.items())
+    )
 
 
 @data_app.command("download")
@@ -100,7 +148,8 @@ def download(
     workers: int = typer.Option(1, "--workers", "-j", help="Processes for the final check."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Download (resumable), extract and check the official StreetHazards archives."""
+    """Download (resumable), extract and check the official StreetHazards archives (the
+    other datasets are downloaded from their own sites: docs/data.md)."""
     from hazardseg.data.download import download_dataset
 
     urls = {k: v for k, v in (("train", train_url), ("test", test_url)) if v}
@@ -117,9 +166,26 @@ def download(
     _print_report(report)
 
 
+def datasets() -> None:
+    """List the registered datasets: layout, classes, splits and default protocols."""
+    from hazardseg.data.registry import DATASETS
+
+    for d in DATASETS.values():
+        classes = f"{d.labels.num_classes} classes" if d.labels.num_classes else "anomaly-only"
+        anomaly = "anomalies" if d.labels.anomaly_id is not None else "no anomalies"
+        splits = ", ".join(
+            s + ("" if info.public_labels else " (hidden)") for s, info in d.splits.items()
+        )
+        protocols = ", ".join(d.protocols) or "segmentation only"
+        typer.echo(f"{d.name:<16} {d.title}: {classes}, {anomaly}; protocols {protocols}")
+        typer.echo(f"{'':<16} splits: {splits}; evaluated on {d.eval_split}")
+        typer.echo(f"{'':<16} source: {d.source}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``data`` command group to the main app."""
+    """Add the ``data`` command group and ``datasets`` to the main app."""
     from hazardseg.cli import synth
 
     synth.register(data_app)
     app.add_typer(data_app, name="data")
+    app.command("datasets")(datasets)

@@ -51,6 +51,16 @@ MODEL_OPTION = typer.Option(
     None, "--model", metavar="NAME", help="Model name of a bare state dict."
 )
 DATA_OPTION = typer.Option(..., "--data", metavar="ROOT", help="Dataset root folder.")
+DATASET_OPTION = typer.Option(
+    None,
+    "--dataset",
+    metavar="NAME",
+    help="Registered dataset at --data (default: detected from its layout; `hazardseg "
+    "datasets` lists them).",
+)
+SPLIT_OPTION = typer.Option(
+    None, "--split", metavar="SPLIT", help="The split evaluated (default: the dataset's own)."
+)
 STATE_OPTION = typer.Option(
     None, "--state", metavar="FILE",
     help="Anomaly state file (default: anomaly_state.pt beside the checkpoint).",
@@ -74,21 +84,30 @@ def load_request(checkpoint: Path, model: str | None, request: SpecRequest) -> t
 
 
 @spec_options(
-    "methods", "resize", "at_input_resolution", "exclude_unlabeled", "fit_split", "fit_images",
-    "batch_size", "workers", "device", "precision", "nonfinite", "tta", "components",
-    "no_components",
+    "methods", "resize", "at_input_resolution", "exclude_unlabeled", "protocols", "fit_split",
+    "fit_images", "batch_size", "workers", "device", "precision", "nonfinite", "tta",
+    "components", "no_components",
 )  # fmt: skip
 def evaluate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = CHECKPOINT_OPTION,
     data: Path = DATA_OPTION,
-    split: str = typer.Option("test", "--split", metavar="SPLIT", help="The split evaluated."),
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = SPLIT_OPTION,
     out: Path = typer.Option(
         ..., "--out", metavar="DIR", help="Output folder for results.json (and maps/)."
     ),
     save_maps: bool = typer.Option(
         False,
         "--save-maps",
-        help="Also write every score map as OUT/maps/METHOD/TOWN/N.npy (float32).",
+        help="Also write every score map below OUT/maps (on a split without public labels: "
+        "only the maps, for the benchmark's server).",
+    ),
+    maps_format: str = typer.Option(
+        "npy",
+        "--maps-format",
+        metavar="FORMAT",
+        help="Saved maps: npy (METHOD/<image path>.npy, float32) or smiyc "
+        "(anomaly_p/METHOD/DATASET/FRAME.hdf5, float16: SegmentMeIfYouCan's submission).",
     ),
     max_images: int | None = MAX_IMAGES_OPTION,
     model: str | None = MODEL_OPTION,
@@ -102,9 +121,11 @@ def evaluate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     request: SpecRequest = SpecRequest(),
 ) -> None:
     """Evaluate segmentation and anomaly methods on a split; writes OUT/results.json."""
+    from hazardseg.data.split import DataSource
     from hazardseg.evaluation import evaluate, summary_table
 
     setup_logging()
+    source = DataSource.of(data, dataset)
     ckpt, spec = load_request(checkpoint, model, request)
     run = RunOptions(
         state_path=state,
@@ -113,22 +134,38 @@ def evaluate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
         explicit=request.explicit,
         max_images=max_images,
         save_maps=save_maps,
+        maps_format=maps_format,
         overlap=not no_overlap,
         progress=not quiet,
     )
-    results = evaluate(ckpt, data, split, spec, run, out_dir=out)
-    if is_rank_zero():
-        typer.echo(summary_table(results))
-        typer.echo(f"wrote {out / 'results.json'}")
+    results = evaluate(ckpt, source, split, spec, run, out_dir=out)
+    if not is_rank_zero():
+        return
+    if results.get("kind") == "score-maps":
+        for name, folder in results["methods"].items():
+            typer.echo(f"{name}: {results['num_images']} maps in {folder}")
+        typer.echo(f"wrote {out / 'maps.json'}; nothing scored (the split's labels are not public)")
+        if results.get("submit"):
+            typer.echo(f"submit the maps to {results['submit']}")
+        return
+    typer.echo(summary_table(results))
+    typer.echo(f"wrote {out / 'results.json'}")
 
 
-@spec_options("exclude_unlabeled", "nonfinite", "no_components")
+@spec_options("exclude_unlabeled", "protocols", "nonfinite", "no_components")
 def eval_maps_cmd(
     maps: Path = typer.Option(
-        ..., "--maps", metavar="DIR", help="Folder of TOWN/N.npy score maps."
+        ...,
+        "--maps",
+        metavar="DIR",
+        help="Folder of score maps: <image path>.npy, or SegmentMeIfYouCan's FRAME.hdf5.",
     ),
     data: Path = DATA_OPTION,
-    split: str = typer.Option("test", "--split", metavar="SPLIT", help="The split evaluated."),
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = SPLIT_OPTION,
+    maps_format: str = typer.Option(
+        "auto", "--maps-format", metavar="FORMAT", help="auto (found on disk), npy or smiyc."
+    ),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder for results.json."),
     name: str = typer.Option(
         "external", "--name", metavar="NAME", help="Method/model name in the results."
@@ -137,13 +174,15 @@ def eval_maps_cmd(
     quiet: bool = QUIET_OPTION,
     request: SpecRequest = SpecRequest(),
 ) -> None:
-    """Evaluate precomputed score maps (.npy per image, higher = more anomalous)."""
+    """Evaluate precomputed score maps (one per image, higher = more anomalous)."""
     from hazardseg.config import EvalConfig
+    from hazardseg.data.split import DataSource
     from hazardseg.evaluation import evaluate_maps, summary_table
 
+    source = DataSource.of(data, dataset)
     spec = request.resolve(None, base=EvalConfig(components="oracle"))
     run = RunOptions(max_images=max_images, progress=not quiet)
-    results = evaluate_maps(maps, data, split, spec, run, out_dir=out, name=name)
+    results = evaluate_maps(maps, source, split, spec, run, out, name, maps_format)
     typer.echo(summary_table(results))
     typer.echo(f"wrote {out / 'results.json'}")
 
@@ -155,8 +194,13 @@ def eval_maps_cmd(
 def calibrate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = CHECKPOINT_OPTION,
     data: Path = DATA_OPTION,
-    split: str = typer.Option(
-        "validation", "--split", metavar="SPLIT", help="Anomaly-free split to use."
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        metavar="SPLIT",
+        help="Split whose known-class pixels set the thresholds (default: the dataset's "
+        "validation split).",
     ),
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", metavar="X", help="Fraction of known pixels flagged."
@@ -172,10 +216,13 @@ def calibrate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     request: SpecRequest = SpecRequest(),
 ) -> None:
     """Pick each method's threshold on anomaly-free data (FPR target); store it."""
+    from hazardseg.data.split import DataSource
     from hazardseg.evaluation.calibrate import calibrate
     from hazardseg.evaluation.spec import state_file
 
     setup_logging()
+    source = DataSource.of(data, dataset)
+    split = split or source.dataset.val_split or source.dataset.eval_split
     ckpt, spec = load_request(checkpoint, model, request)
     run = RunOptions(
         state_path=state,
@@ -185,7 +232,7 @@ def calibrate_cmd(  # noqa: PLR0913  (typer: one parameter per option)
         max_images=max_images,
         progress=not quiet,
     )
-    entries = calibrate(ckpt, data, split, spec, run, target_fpr=target_fpr)
+    entries = calibrate(ckpt, source, split, spec, run, target_fpr=target_fpr)
     if is_rank_zero():
         typer.echo(f"{'method':<12} {'threshold':>14} {'FPR':>8}  ({split}, target {target_fpr})")
         for n, e in entries.items():

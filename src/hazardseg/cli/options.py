@@ -77,6 +77,15 @@ SPEC_OPTIONS: dict[str, SpecOption] = {
         ),
         _flag_to(True),
     ),
+    "protocols": SpecOption(
+        "protocols",
+        str | None,
+        typer.Option(
+            None, "--protocols", metavar="NAMES",
+            help="Anomaly protocols: 'auto' (the dataset's own) or a comma list of pooled, "
+            "per_image, smiyc (pooled is always measured).",
+        ),
+    ),
     "fit_split": SpecOption(
         "fit_split",
         str | None,

@@ -9,6 +9,7 @@ import typer
 from hazardseg.cli.evaluate import (
     CHECKPOINT_OPTION,
     DATA_OPTION,
+    DATASET_OPTION,
     MODEL_OPTION,
     STATE_OPTION,
     load_request,
@@ -31,7 +32,10 @@ def _indices(text: str | None) -> list[int] | None:
 def visualize_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     checkpoint: Path = CHECKPOINT_OPTION,
     data: Path = DATA_OPTION,
-    split: str = typer.Option("test", "--split", metavar="SPLIT", help="The split drawn."),
+    dataset: str | None = DATASET_OPTION,
+    split: str | None = typer.Option(
+        None, "--split", metavar="SPLIT", help="The split drawn (default: the dataset's own)."
+    ),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder for the panels."),
     samples: int = typer.Option(6, "--samples", metavar="N", help="Number of samples to draw."),
     indices: str | None = typer.Option(
@@ -56,15 +60,18 @@ def visualize_cmd(  # noqa: PLR0913  (typer: one parameter per option)
     request: SpecRequest = SpecRequest(),
 ) -> None:
     """Draw per-sample panels (input, ground truth, prediction, errors, anomaly maps)."""
+    from hazardseg.data.split import DataSource
     from hazardseg.inference.visualize import PanelSelection, visualize
 
+    source = DataSource.of(data, dataset)
+    split = split or source.dataset.eval_split
     ckpt, spec = load_request(checkpoint, model, request)
     selection = PanelSelection(
         samples=samples, indices=_indices(indices), method=method, select=select, by=by,
         grid=grid,
     )  # fmt: skip
     run = RunOptions(state_path=state, explicit=request.explicit)
-    summary = visualize(ckpt, data, split, out, spec, run, selection)
+    summary = visualize(ckpt, source, split, out, spec, run, selection)
     label = "AP" if by == "ap" else "mIoU"
     for row in summary["samples"]:
         value = row[by]

@@ -16,16 +16,24 @@ if TYPE_CHECKING:
 
 
 def resolve_train_config(
-    config: Path | None, data: str | None, overrides: list[str], out: Path, resume: bool
+    config: Path | None,
+    data: str | None,
+    overrides: list[str],
+    out: Path,
+    resume: bool,
+    dataset: str | None = None,
 ) -> ExperimentConfig:
     """The experiment config of a ``train`` call: ``--config`` (or, with ``--resume`` and no
-    ``--config``, the run's own config.yaml), then ``--set`` overrides, then ``--data``."""
+    ``--config``, the run's own config.yaml), then ``--set`` overrides, then ``--data`` and
+    ``--dataset``."""
     from hazardseg.config import load_config
     from hazardseg.run_folder import RunFolder
 
     sets = list(overrides)
     if data is not None:
         sets.append(f"data.root={json.dumps(str(data))}")
+    if dataset is not None:
+        sets.append(f"data.dataset={json.dumps(dataset)}")
     if config is None:
         saved = RunFolder(out).config
         if not resume:
@@ -40,8 +48,12 @@ def train(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Experiment YAML (see configs/). Optional with --resume."
     ),
-    data: str | None = typer.Option(
-        None, "--data", help="StreetHazards root (overrides data.root)."
+    data: str | None = typer.Option(None, "--data", help="Dataset root (overrides data.root)."),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        metavar="NAME",
+        help="Registered dataset at the root (overrides data.dataset; default streethazards).",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable)."
@@ -65,7 +77,7 @@ def train(
     from hazardseg import distributed
     from hazardseg.training import fit
 
-    cfg = resolve_train_config(config, data, overrides, out, resume)
+    cfg = resolve_train_config(config, data, overrides, out, resume, dataset)
     result = fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     if distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
         return

@@ -1,4 +1,5 @@
-"""Preview grid of a split: images beside their coloured label maps, with a class legend."""
+"""Preview grid of a split of any registered dataset: images beside their coloured label maps,
+with a legend of the dataset's mask ids."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hazardseg.data.classes import CLASS_NAMES, IGNORE_COLOR, PALETTE, colorize
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.registry import DatasetDef, resolve_dataset
+from hazardseg.data.split import SplitDataset
+from hazardseg.data.stats import count_ids, count_labels
 from hazardseg.errors import DataError
 from hazardseg.io import atomic_path
 
@@ -22,8 +24,15 @@ LEGEND_ENTRY_W = 128
 LEGEND_ROW_H = 18
 """Height of one legend row."""
 
-_LEGEND = [*zip(CLASS_NAMES, (tuple(int(v) for v in c) for c in PALETTE), strict=True)]
-_LEGEND.append(("ignore", IGNORE_COLOR))
+
+def legend(dataset: DatasetDef | str = "streethazards") -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, RGB colour) of every mask id the dataset's labels hold."""
+    d = resolve_dataset(dataset)
+    colors = d.colorize(np.asarray(count_ids(d)))
+    return [
+        (name, (int(c[0]), int(c[1]), int(c[2])))
+        for name, c in zip(count_labels(d), colors, strict=True)
+    ]
 
 
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -34,7 +43,11 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def preview_layout(
-    n: int, image_size: tuple[int, int], tile_width: int = 256, cols: int = 2
+    n: int,
+    image_size: tuple[int, int],
+    tile_width: int = 256,
+    cols: int = 2,
+    legend_entries: int | None = None,
 ) -> tuple[int, int, int, int]:
     """Return (grid width, grid height, tile height, legend rows) of a preview of n samples."""
     w, h = image_size
@@ -43,7 +56,8 @@ def preview_layout(
     rows = math.ceil(n / cols)
     width = PAD + cols * (2 * tile_width + 2 * PAD)
     per_row = max(1, (width - PAD) // LEGEND_ENTRY_W)
-    legend_rows = math.ceil(len(_LEGEND) / per_row)
+    entries = len(legend()) if legend_entries is None else legend_entries
+    legend_rows = math.ceil(entries / per_row)
     height = PAD + rows * (CAPTION_H + tile_h + PAD) + legend_rows * LEGEND_ROW_H + PAD
     return width, height, tile_h, legend_rows
 
@@ -55,17 +69,22 @@ def make_preview(
     seed: int = 0,
     tile_width: int = 256,
     cols: int = 2,
+    dataset: DatasetDef | str | None = None,
 ) -> Image.Image:
-    """Build a grid of ``n`` random samples of ``split`` (image | colour label map) + legend."""
+    """Build a grid of ``n`` random samples of ``split`` of ``dataset`` (default: detected at
+    ``root``): image | colour label map, and a legend."""
     if n < 1:
         raise DataError(f"n={n}; expected a positive number of samples")
     if tile_width < 16:
         raise DataError(f"tile_width={tile_width}; expected at least 16 pixels")
-    ds = StreetHazards(root, split)
+    ds = SplitDataset(root, split, dataset=dataset)
+    entries = legend(ds.definition)
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(ds), size=min(n, len(ds)), replace=False).tolist())
     first, _ = ds.load(picks[0])
-    width, height, tile_h, _ = preview_layout(len(picks), first.size, tile_width, cols)
+    width, height, tile_h, _ = preview_layout(
+        len(picks), first.size, tile_width, cols, len(entries)
+    )
     cols = max(1, min(cols, len(picks)))
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -78,14 +97,14 @@ def make_preview(
         draw.text((x, y), f"{split}/{ds.samples[idx].rel}", fill=(0, 0, 0), font=font)
         y += CAPTION_H
         canvas.paste(image.resize((tile_width, tile_h), Image.Resampling.BILINEAR), (x, y))
-        label = Image.fromarray(colorize(ids)).resize(
+        label = Image.fromarray(ds.definition.colorize(ids)).resize(
             (tile_width, tile_h), Image.Resampling.NEAREST
         )
         canvas.paste(label, (x + tile_width + PAD, y))
     rows = math.ceil(len(picks) / cols)
     y0 = PAD + rows * (CAPTION_H + tile_h + PAD)
     per_row = max(1, (width - PAD) // LEGEND_ENTRY_W)
-    for i, (name, color) in enumerate(_LEGEND):
+    for i, (name, color) in enumerate(entries):
         r, c = divmod(i, per_row)
         x, y = PAD + c * LEGEND_ENTRY_W, y0 + r * LEGEND_ROW_H
         draw.rectangle((x, y + 2, x + 12, y + 14), fill=color, outline=(80, 80, 80))
@@ -101,9 +120,10 @@ def write_preview(
     seed: int = 0,
     tile_width: int = 256,
     cols: int = 2,
+    dataset: DatasetDef | str | None = None,
 ) -> Path:
     """Write :func:`make_preview` to ``out`` as PNG (atomically) and return the path."""
-    canvas = make_preview(root, split, n=n, seed=seed, tile_width=tile_width, cols=cols)
+    canvas = make_preview(root, split, n, seed, tile_width, cols, dataset)
     out = Path(out)
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")

@@ -15,7 +15,7 @@ import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
@@ -75,11 +75,14 @@ class DatasetDef:
     train_split: str | None = None
     val_split: str | None = None
     eval_split: str = "test"
-    protocols: tuple[str, ...] = ("pooled", "per_image", "components")
-    """Protocols computed by default (``smiyc`` for SegmentMeIfYouCan-style sets)."""
+    protocols: tuple[str, ...] = ("pooled", "per_image")
+    """Anomaly protocols computed by default (``pooled``, ``per_image``, ``smiyc``; empty for
+    a dataset without anomalies). Component metrics are chosen by ``eval.components``."""
     component_track: str | None = None
     """SegmentMeIfYouCan component settings (``anomaly`` or ``obstacle``) when that protocol
     applies."""
+    check_splits: tuple[str, ...] | None = None
+    """Splits ``data check`` checks by default (None: every split)."""
     markers: tuple[tuple[str, ...], ...] = ()
     """Alternative groups of paths (relative to a root); the layout is present when every path
     of one group exists."""
@@ -93,6 +96,22 @@ class DatasetDef:
         """A label file's raw values (H, W) as uint8 mask ids (:attr:`labels`); DataError
         naming ``path``, the value and the allowed set for a value outside the encoding."""
         raise NotImplementedError
+
+    def decode_table(self, values: np.ndarray, path: Path, table: np.ndarray) -> np.ndarray:
+        """``table[values]`` as uint8 mask ids, where ``table`` (256 entries, int16) holds -1
+        for the values outside the encoding; DataError naming ``path``, the value and the
+        allowed set when ``values`` hold one."""
+        v = np.asarray(values)
+        allowed = table >= 0
+        if v.dtype != np.uint8:
+            if v.size and (int(v.min()) < 0 or int(v.max()) > 255):
+                bad = np.unique(v[(v < 0) | (v > 255)])[:1]
+                self.check_values(bad, path, np.flatnonzero(allowed).tolist())
+            v = v.astype(np.uint8)
+        present = np.bincount(v.ravel(), minlength=256) > 0
+        if (present & ~allowed).any():
+            self.check_values(np.flatnonzero(present), path, np.flatnonzero(allowed).tolist())
+        return table.astype(np.uint8)[v]
 
     def read_label(self, path: Path) -> np.ndarray:
         """Load and decode a label file."""
@@ -109,6 +128,16 @@ class DatasetDef:
     label_has_channels: bool = False
     """Whether label files may be RGB images whose first channel holds the value."""
 
+    def frame_id(self, sample: Sample) -> str:
+        """The benchmark's name of a frame (the image file's stem by default)."""
+        return PurePosixPath(sample.rel).stem
+
+    def submission_name(self, split: str) -> str | None:
+        """The dataset name SegmentMeIfYouCan's evaluation files a frame's score map under
+        (``anomaly_p/<method>/<name>/<frame>.hdf5``); None where it does not evaluate this
+        dataset."""
+        return None
+
     # ---------------------------------------------------------------- checks
     def split(self, split: str) -> SplitInfo:
         """The split's description; DataError naming the dataset's splits otherwise."""
@@ -123,10 +152,12 @@ class DatasetDef:
         """DataError when the split's labels are not public (saying where to submit)."""
         info = self.split(split)
         if not info.public_labels:
-            where = f"; submit score maps to {info.submit}" if info.submit else ""
+            fmt = " --maps-format smiyc" if self.submission_name(split) else ""
+            where = f" and submit them to {info.submit}" if info.submit else ""
             raise DataError(
                 f"dataset {self.name}, split {split!r}: its labels are not public, so {what} "
-                f"it here would be meaningless{where} (evaluate --save-maps writes them)"
+                f"it here would be meaningless; write its score maps with `hazardseg evaluate "
+                f"--save-maps{fmt}`{where}"
             )
 
     def missing(self, root: Path) -> list[str]:
@@ -196,6 +227,23 @@ class DatasetDef:
 
     def __repr__(self) -> str:
         return f"<dataset {self.name}>"
+
+
+ANOMALY_ONLY = LabelSpec(num_classes=0, anomaly_id=1, normal_id=0)
+"""Mask ids of the anomaly-only sets: 0 normal (no class), 1 anomaly, 255 ignored."""
+
+
+def lookup_table(mapping: Mapping[int, int]) -> np.ndarray:
+    """A 256-entry decode table: ``mapping`` (file value -> mask id), -1 elsewhere."""
+    table = np.full(256, -1, dtype=np.int16)
+    for value, mask_id in mapping.items():
+        table[int(value)] = int(mask_id)
+    return table
+
+
+def sorted_files(folder: Path, pattern: str) -> list[Path]:
+    """Regular files of ``folder`` matching the glob ``pattern``, sorted by path."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
 
 
 def _ranges(values: Sequence[int]) -> str:

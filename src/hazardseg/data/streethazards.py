@@ -6,13 +6,11 @@ here for convenience.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import posixpath
 import re
 import stat
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -36,6 +34,7 @@ from hazardseg.data.classes import (
 )
 from hazardseg.data.imageio import load_image, open_image
 from hazardseg.data.labels import LabelSpec
+from hazardseg.data.odgt import index_path, read_odgt, read_odgt_entries
 from hazardseg.data.registry import (
     DatasetDef,
     Sample,
@@ -101,72 +100,6 @@ def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
     top, sub = SPLITS[check_split_name(split)]
     base = Path(root) / top
     return base / "images" / sub, base / "annotations" / sub
-
-
-def read_odgt_entries(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Read an .odgt index as ``(location, entry)`` pairs; ``location`` is ``"FILE:LINE"``
-    (one object per line) or ``"FILE: entry N"`` (one JSON list)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: .odgt index is not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read .odgt index ({exc.strerror or exc})") from None
-    stripped = text.strip()
-    if not stripped:
-        return []
-    located: list[tuple[str, Any]] = []
-    if stripped.startswith("["):
-        try:
-            entries = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON list ({exc.msg}); expected .odgt") from exc
-        if not isinstance(entries, list):
-            raise DataError(f"{path}: expected a JSON list of .odgt entries")
-        located = [(f"{path}: entry {i + 1}", e) for i, e in enumerate(entries)]
-    else:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: invalid JSON ({exc.msg}); expected one object per line"
-                ) from exc
-    for where, entry in located:
-        if not isinstance(entry, dict) or not {"fpath_img", "fpath_segm"} <= entry.keys():
-            raise DataError(f"{where}: lacks 'fpath_img'/'fpath_segm'; expected .odgt entries")
-    return located
-
-
-def read_odgt(path: str | Path) -> list[dict[str, Any]]:
-    """Read an .odgt index: one JSON list, or one JSON object per line."""
-    return [entry for _, entry in read_odgt_entries(path)]
-
-
-def index_path(root: Path, value: Any, where: str, key: str) -> PurePosixPath:
-    """The normalised path (relative to ``root``) of an index entry's ``key``.
-
-    DataError naming ``where`` (file and line) when the value is not a relative path string or
-    leaves the dataset root (an absolute path, or ``..`` climbing above it). The result never
-    contains ``..``; symbolic links inside the root are not followed here (the user's layout).
-    """
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise DataError(f"{where}: {key} {value!r}; expected a path relative to the dataset root")
-    text = value.replace("\\", "/")
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(value).drive:
-        raise DataError(
-            f"{where}: {key} {value!r} is an absolute path; expected a path relative to the "
-            f"dataset root {root}"
-        )
-    norm = posixpath.normpath(text)
-    if norm == ".":
-        raise DataError(f"{where}: {key} {value!r} names the dataset root, not a file")
-    if norm == ".." or norm.startswith("../"):
-        raise DataError(f"{where}: {key} {value!r} points outside the dataset root {root}")
-    return PurePosixPath(norm)
 
 
 def index_sample(

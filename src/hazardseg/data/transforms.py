@@ -5,7 +5,7 @@ Transforms take an image (PIL RGB or uint8 tensor (3,H,W)) and a mask of class i
 integer tensor (H,W)) and return ``(image float32 (3,h,w), mask int64 (h',w'))``. Geometry is
 applied jointly: images are resized bilinearly with antialiasing, masks with nearest neighbour
 (so mask values are always values of the input mask), and padding fills masks with
-:data:`~hazardseg.data.classes.IGNORE_INDEX`. Crops are taken before resizing, so the cost
+:data:`~hazardseg.data.labels.IGNORE_INDEX`. Crops are taken before resizing, so the cost
 follows the output size, not the full image.
 """
 
@@ -22,9 +22,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from hazardseg.config import AugmentConfig
-from hazardseg.data.classes import IGNORE_INDEX
 from hazardseg.data.imageio import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size
 from hazardseg.data.imageio import load_image as load_image
+from hazardseg.data.labels import IGNORE_INDEX
 from hazardseg.errors import ConfigError, DataError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -35,6 +35,7 @@ from torch import nn
 
 from hazardseg import __version__
 from hazardseg.anomaly.base import AnomalyMethod
+from hazardseg.data.registry import model_classes
 from hazardseg.deploy import ExportError, require
 from hazardseg.deploy.export_methods import build_methods, resolve_method_names
 from hazardseg.deploy.interface import (
@@ -253,10 +254,8 @@ def export_model(
     assert opts.height is not None and opts.width is not None
     class_names = source.class_names
     num_classes = int(getattr(model, "num_classes", 0) or len(class_names or []))
-    if class_names is None or len(class_names) != num_classes:
-        from hazardseg.data.classes import KNOWN_CLASS_NAMES
-
-        class_names = list(KNOWN_CLASS_NAMES)[:num_classes] if class_names is None else class_names
+    if class_names is None:
+        class_names = list(model_classes(source.dataset, None, num_classes).class_names)
     source = dataclasses.replace(source, model_name=name, class_names=list(class_names))
     model = model.eval()
     module = DeployModule(model, methods).eval()
@@ -370,7 +369,7 @@ def export_checkpoint(
             )  # fmt: skip
     source = ExportSource(
         model_name=ckpt.model_name,
-        class_names=ckpt.info.get("class_names") or None,
+        class_names=ckpt.class_names,
         dataset=ckpt.dataset,
         checkpoint_sha256=ckpt.sha256,
         model_options=ckpt.info.get("model_options"),

@@ -1,41 +1,12 @@
-"""The optional score-map writer and the background worker of ``evaluate``."""
+"""The background worker of ``evaluate``: metric updates overlapped with the next forward."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-
-from hazardseg.io import atomic_path
-
-
-def map_relpath(rel: str) -> str:
-    """Score-map path of an image: ``t5/1.png`` -> ``t5/1.npy``."""
-    return str(Path(rel).with_suffix(".npy"))
-
-
-class MapWriter:
-    """Writes score maps as float32 ``<dir>/<method>/<rel>.npy`` (``--save-maps``; atomic).
-
-    Only this opt-in output keeps score maps on disk: component metrics never need them.
-    """
-
-    def __init__(self, maps_dir: Path) -> None:
-        self.maps_dir = Path(maps_dir)
-
-    def map_path(self, method: str, rel: str) -> Path:
-        """Where the score map of image ``rel`` for ``method`` is written."""
-        return self.maps_dir / method / map_relpath(rel)
-
-    def put(self, method: str, rel: str, scores: torch.Tensor) -> None:
-        """Write one (H, W) score map as float32."""
-        arr = scores.detach().to("cpu", torch.float32).numpy()
-        with atomic_path(self.map_path(method, rel)) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
 
 
 class BackgroundWorker:

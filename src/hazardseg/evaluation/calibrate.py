@@ -41,14 +41,15 @@ def threshold_at_fpr(pooled: PooledOOD, target: float) -> dict[str, Any]:
 def calibrate(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     data: str | os.PathLike[str] | DataSource,
-    split: str = "validation",
+    split: str | None = None,
     spec: EvalConfig | None = None,
     run: RunOptions | None = None,
     target_fpr: float = 0.05,
 ) -> dict[str, dict[str, Any]]:
     """Choose and store each method's threshold; returns ``{name: threshold entry}``.
 
-    Only known-class pixels of ``split`` are used (anomaly pixels, if any, are ignored). The
+    Only known-class pixels of ``split`` (default: the dataset's validation split, else its
+    evaluation split) are used (anomaly pixels, if any, are ignored). The
     spec and the run options mean what they mean in :func:`hazardseg.evaluation.evaluate`,
     and the pass is the same split pass, so thresholds apply to the scores ``evaluate``,
     ``visualize`` and ``predict`` compute. A threshold is stored with the settings it is tied
@@ -57,12 +58,13 @@ def calibrate(
     """
     if not 0.0 < target_fpr < 1.0:
         raise HazardsegError(f"--target-fpr {target_fpr}: expected a fraction in (0, 1)")
-    if split == "test":
-        log.warning("calibrating on the test split uses the data it will be evaluated on")
     run = run or RunOptions()
     run.check()
     ckpt = open_checkpoint(checkpoint)
     source = DataSource.of(data)
+    split = split or source.dataset.val_split or source.dataset.eval_split
+    if split == source.dataset.eval_split and source.dataset.val_split is not None:
+        log.warning("calibrating on the %s split uses the data it will be evaluated on", split)
     source.dataset.require_labels(split, "calibrating on")
     spec = spec if spec is not None else resolve_spec(ckpt.config)
     check_spec(spec)

@@ -68,16 +68,29 @@ def threshold_settings(
     )
 
 
+def fitting_source(
+    data: DataSource, spec: EvalConfig, training: DataSource | None = None
+) -> DataSource:
+    """Where the methods are fitted: the evaluated data when it has the spec's fitting split
+    with public labels, else ``training`` (the model's own training data) when it has;
+    DataError otherwise."""
+    for source in (data, training):
+        if source is None:
+            continue
+        info = source.dataset.splits.get(spec.fit_split)
+        if info is not None and info.public_labels:
+            return source
+    raise DataError(
+        f"{data}: dataset {data.dataset.name} has no split {spec.fit_split!r} to fit on "
+        f"(splits: {', '.join(data.dataset.splits)}) and the model's training data is not at "
+        "the root its checkpoint records; fit the methods on the training data first "
+        "(`hazardseg calibrate --data TRAINING_ROOT`), the stored fit is then used"
+    )
+
+
 def fit_loader(data: DataSource, spec: EvalConfig) -> DataLoader:
-    """Images of the spec's fitting split with the evaluation transform; masks at label
-    resolution (used by the methods that fit on ground truth)."""
-    if spec.fit_split not in data.dataset.splits:
-        raise DataError(
-            f"{data}: dataset {data.dataset.name} has no split {spec.fit_split!r} to fit on "
-            f"(splits: {', '.join(data.dataset.splits)}); fit the methods on the model's own "
-            "training data first (`hazardseg calibrate --data TRAINING_ROOT`), the stored fit is "
-            "then used"
-        )
+    """Images of the spec's fitting split of ``data`` with the evaluation transform; masks at
+    label resolution (used by the methods that fit on ground truth)."""
     ds = data.open(spec.fit_split, build_eval_transform(spec.resize), max_images=spec.fit_images)
     return DataLoader(ds, batch_size=spec.batch_size, shuffle=False, num_workers=spec.workers)
 
@@ -91,11 +104,13 @@ def prepare_methods(
     spec: EvalConfig,
     device: torch.device,
     run: RunOptions,
+    training: DataSource | None = None,
 ) -> Restored:
     """Restore or fit every method that needs it; record and save new fits in ``state``.
 
     A stored fit is reused as :meth:`AnomalyState.restore` says (the spec's fit, else one under
     the same resize and TTA unless the user set other fitting data; ``run.refit`` fits anew).
+    New fits use ``data``'s fitting split, else ``training``'s (see :func:`fitting_source`).
     All methods to fit share ONE pass over the fitting images
     (:func:`hazardseg.anomaly.base.fit_methods`), on rank 0; the state is broadcast.
     """
@@ -109,7 +124,10 @@ def prepare_methods(
     fitted_states: dict[str, Any] = {}
     if distributed.rank() == 0:
         try:
-            loader = fit_loader(data, spec)
+            source = fitting_source(data, spec, training)
+            if source is not data:
+                log.info("fitting on the model's training data: %s", source)
+            loader = fit_loader(source, spec)
         except DataError as exc:
             raise DataError(
                 f"{exc} (method(s) {', '.join(todo)} need fitting data: choose another "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from hazardseg.anomaly import AnomalyMethod
 from hazardseg.anomaly.state import AnomalyState, Restored
 from hazardseg.anomaly.thresholds import ThresholdSettings
 from hazardseg.config import EvalConfig
+from hazardseg.data.registry import DATASETS
 from hazardseg.data.split import DataSource, SplitDataset
 from hazardseg.data.transforms import build_eval_transform
 from hazardseg.errors import DataError
@@ -73,14 +75,25 @@ def prepare(
     spec: EvalConfig,
     run: RunOptions,
     device: torch.device,
+    with_methods: bool = True,
 ) -> Prepared:
-    """Move the model to ``device``; restore or fit every method of the spec; look up each
-    method's calibrated threshold."""
-    methods = build_methods(spec.methods, run.method_options)
+    """Move the model to ``device``; restore or fit every method of the spec (none without
+    ``with_methods``: a dataset without anomalies); look up each method's calibrated
+    threshold."""
+    methods = build_methods(spec.methods, run.method_options) if with_methods else {}
     model = checkpoint.model.to(device).eval()
     state = AnomalyState.open(state_file(run, checkpoint.path), checkpoint.sha256)
     t0 = time.perf_counter()
-    fits = prepare_methods(methods, model, state, data=data, spec=spec, device=device, run=run)
+    fits = prepare_methods(
+        methods,
+        model,
+        state,
+        data=data,
+        spec=spec,
+        device=device,
+        run=run,
+        training=training_source(checkpoint),
+    )
     fit_s = time.perf_counter() - t0
     settings = threshold_settings(spec, device)
     thresholds = {}
@@ -89,6 +102,15 @@ def prepare(
         if entry is not None:
             thresholds[name] = entry
     return Prepared(checkpoint, model, methods, device, state, fits, settings, thresholds, fit_s)
+
+
+def training_source(checkpoint: LoadedCheckpoint) -> DataSource | None:
+    """The data the model was trained on, when the root its checkpoint records exists."""
+    data = checkpoint.config.get("data") or {}
+    root, name = data.get("root"), checkpoint.dataset
+    if not root or not name or not Path(root).is_dir() or name not in DATASETS:
+        return None
+    return DataSource(Path(root), DATASETS[name])
 
 
 def scored_classes(checkpoint: LoadedCheckpoint, data: DataSource, split: str) -> int | None:

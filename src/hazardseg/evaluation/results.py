@@ -11,11 +11,13 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hazardseg import __version__
-from hazardseg.data.classes import IGNORE_INDEX
+from hazardseg.data.labels import IGNORE_INDEX
+from hazardseg.data.registry import DatasetDef
 from hazardseg.errors import DataError
 from hazardseg.io import atomic_write_text
 from hazardseg.metrics.collector import MethodAccumulator
@@ -29,6 +31,7 @@ _TOP_KEYS = ("schema_version", "kind", "model", "data", "protocol", "methods", "
 _POOLED_FRACTIONS = ("auroc", "aupr", "fpr95", "best_f1")
 _PER_IMAGE_FRACTIONS = ("auroc", "aupr", "fpr95")
 _COMPONENT_FRACTIONS = ("mean_f1", "mean_siou", "mean_ppv")
+_SMIYC_FRACTIONS = ("aupr", "auroc", "fpr95", "best_f1")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -131,9 +134,20 @@ def validate_results(data: Any, source: str = "results") -> None:
         pooled = _check_dict(m["pooled"], f"{where}.pooled", (*_POOLED_FRACTIONS, "num_pos"))
         for key in _POOLED_FRACTIONS:
             _check_fraction(pooled[key], f"{where}.pooled.{key}")
-        per_image = _check_dict(m["per_image"], f"{where}.per_image", _PER_IMAGE_FRACTIONS)
-        for key in _PER_IMAGE_FRACTIONS:
-            _check_fraction(per_image[key], f"{where}.per_image.{key}")
+        if m["per_image"] is not None:
+            per_image = _check_dict(m["per_image"], f"{where}.per_image", _PER_IMAGE_FRACTIONS)
+            for key in _PER_IMAGE_FRACTIONS:
+                _check_fraction(per_image[key], f"{where}.per_image.{key}")
+        if m.get("smiyc") is not None:
+            smiyc = _check_dict(m["smiyc"], f"{where}.smiyc", _SMIYC_FRACTIONS)
+            for key in _SMIYC_FRACTIONS:
+                _check_fraction(smiyc[key], f"{where}.smiyc.{key}")
+            if smiyc.get("components") is not None:
+                sc = _check_dict(
+                    smiyc["components"], f"{where}.smiyc.components", _COMPONENT_FRACTIONS
+                )
+                for key in _COMPONENT_FRACTIONS:
+                    _check_fraction(sc[key], f"{where}.smiyc.components.{key}")
         if m["components"] is not None:
             comp = _check_dict(m["components"], f"{where}.components", _COMPONENT_FRACTIONS)
             for key in _COMPONENT_FRACTIONS:
@@ -162,19 +176,32 @@ def protocol_section(
     exclude_unlabeled: bool,
     component_options: dict[str, Any] | None = None,
     per_image_pixels: str | None = None,
+    protocols: Sequence[str] = ("pooled", "per_image"),
+    dataset: DatasetDef | None = None,
 ) -> dict[str, Any]:
     """The pixel protocol shared by every method's metrics, with each protocol's definition.
 
     ``component_options``: the ``ComponentMetrics`` options used (``threshold_rule``,
-    ``min_pred_size``, ``min_gt_size``; defaults when None).
+    ``min_pred_size``, ``min_gt_size``; defaults when None); ``protocols``: those measured
+    (``smiyc`` adds its definitions, for ``dataset``'s track).
     """
     definitions = protocol_definitions(exclude_unlabeled, per_image_pixels)
+    if "per_image" not in protocols:
+        definitions.pop("per_image", None)
     definitions["components"] = component_definition(**(component_options or {}))
+    if "smiyc" in protocols and dataset is not None:
+        from hazardseg.evaluation.protocols import smiyc_definitions
+
+        definitions.update(smiyc_definitions(dataset))
+    negative = "known classes"
+    if dataset is not None and dataset.labels.normal_id is not None:
+        negative = "normal pixels"
     return {
         "positive": "anomaly",
-        "negative": "known classes",
+        "negative": negative,
         "ignore": [IGNORE_INDEX],
         "exclude_unlabeled": bool(exclude_unlabeled),
+        "measured": list(protocols),
         "pooled": "one curve over all evaluated pixels of the split (SegmentMeIfYouCan style)",
         "per_image": "metrics per image averaged over images with both classes (official "
         "StreetHazards definitions; the official pixel set when exclude_unlabeled is false)",
@@ -191,9 +218,12 @@ def method_section(
     components: dict[str, Any] | None,
     calibrated: dict[str, Any] | None,
     pooled: dict[str, Any],
+    smiyc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One entry of ``results["methods"]``; ``pooled`` is ``acc.pooled.compute()``."""
-    per = acc.per_image.compute()
+    """One entry of ``results["methods"]``; ``pooled`` is ``acc.pooled.compute()``,
+    ``smiyc`` the SegmentMeIfYouCan block (when measured); ``per_image`` is None when that
+    protocol was not measured."""
+    per = acc.per_image.compute() if acc.per_image is not None else None
     defined = pooled["undefined_reason"] is None
     oracle = None
     if defined:
@@ -230,13 +260,16 @@ def method_section(
             "error_bound": pooled["error_bound"],
             "undefined_reason": pooled["undefined_reason"],
         },
-        "per_image": {
+        "per_image": None
+        if per is None
+        else {
             "auroc": _num(per["auroc"]),
             "aupr": _num(per["aupr"]),
             "fpr95": _num(per["fpr95"]),
             "num_images": int(per["num_images"]),
             "num_skipped": int(per["num_skipped"]),
         },
+        "smiyc": smiyc,
         "components": components,
         "calibrated": cal,
         "oracle": oracle,
@@ -282,7 +315,8 @@ def _pct(x: Any) -> str:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """A plain-text table of the main numbers (percentages)."""
+    """A plain-text table of the main numbers (percentages): pooled, per-image and
+    SegmentMeIfYouCan columns for the protocols measured."""
     lines = []
     seg = results.get("segmentation")
     if seg:
@@ -290,22 +324,33 @@ def summary_table(results: dict[str, Any]) -> str:
             f"segmentation: mIoU {_pct(seg['miou']).strip()}  "
             f"pixel accuracy {_pct(seg['pixel_accuracy']).strip()}"
         )
-    head = (
-        f"{'method':<10} | {'pooled AUROC':>12} {'AUPR':>6} {'FPR95':>6} | "
-        f"{'per-image AUROC':>15} {'AUPR':>6} {'FPR95':>6} | {'comp F1':>7} | "
-        f"{'oracle F1':>9} {'calib F1':>8}"
-    )
-    lines += [head, "-" * len(head)]
-    for name, m in results["methods"].items():
-        p, q = m["pooled"], m["per_image"]
+    methods = results["methods"]
+    has_per = any(m.get("per_image") for m in methods.values())
+    has_smiyc = any(m.get("smiyc") for m in methods.values())
+    head = f"{'method':<10} | {'pooled AUROC':>12} {'AUPR':>6} {'FPR95':>6} | "
+    if has_per:
+        head += f"{'per-image AUROC':>15} {'AUPR':>6} {'FPR95':>6} | "
+    if has_smiyc:
+        head += f"{'SMIYC AP':>8} {'FPR95':>6} {'sIoU':>6} {'PPV':>6} {'F1':>6} | "
+    head += f"{'comp F1':>7} | {'oracle F1':>9} {'calib F1':>8}"
+    if methods:
+        lines += [head, "-" * len(head)]
+    for name, m in methods.items():
+        p, q, sm = m["pooled"], m.get("per_image") or {}, m.get("smiyc") or {}
         comp = m["components"]["mean_f1"] if m["components"] else None
         oracle = m["oracle"]["f1"] if m["oracle"] else None
         cal = m["calibrated"]["f1"] if m["calibrated"] else None
-        lines.append(
-            f"{name:<10} | {_pct(p['auroc']):>12} {_pct(p['aupr'])} {_pct(p['fpr95'])} | "
-            f"{_pct(q['auroc']):>15} {_pct(q['aupr'])} {_pct(q['fpr95'])} | {_pct(comp):>7} | "
-            f"{_pct(oracle):>9} {_pct(cal):>8}"
-        )
+        row = f"{name:<10} | {_pct(p['auroc']):>12} {_pct(p['aupr'])} {_pct(p['fpr95'])} | "
+        if has_per:
+            row += f"{_pct(q.get('auroc')):>15} {_pct(q.get('aupr'))} {_pct(q.get('fpr95'))} | "
+        if has_smiyc:
+            sc = sm.get("components") or {}
+            row += (
+                f"{_pct(sm.get('aupr')):>8} {_pct(sm.get('fpr95'))} {_pct(sc.get('mean_siou'))} "
+                f"{_pct(sc.get('mean_ppv'))} {_pct(sc.get('mean_f1'))} | "
+            )
+        row += f"{_pct(comp):>7} | {_pct(oracle):>9} {_pct(cal):>8}"
+        lines.append(row)
     t = results.get("timing") or {}
     if t.get("images_per_s"):
         lines.append(

@@ -21,9 +21,15 @@ from hazardseg import distributed
 from hazardseg.config import EvalConfig
 from hazardseg.data.split import DataSource
 from hazardseg.errors import HazardsegError
-from hazardseg.evaluation.accumulate import BackgroundWorker, MapWriter
+from hazardseg.evaluation.accumulate import BackgroundWorker
 from hazardseg.evaluation.components import component_section, pooled_thresholds
 from hazardseg.evaluation.passes import Prepared, open_split, prepare, scored_classes, split_pass
+from hazardseg.evaluation.protocols import (
+    SecondPass,
+    anomaly_protocols,
+    smiyc_thresholds,
+    smiyc_track,
+)
 from hazardseg.evaluation.results import (
     method_section,
     protocol_section,
@@ -31,7 +37,9 @@ from hazardseg.evaluation.results import (
     save_results,
     summary_table,
 )
+from hazardseg.evaluation.score_maps import MapWriter
 from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, spec_to_dict
+from hazardseg.evaluation.submission import write_maps
 from hazardseg.metrics.collector import MetricCollector
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 
@@ -52,12 +60,18 @@ STAGES = (
 def evaluate(
     checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
     data: str | os.PathLike[str] | DataSource,
-    split: str = "test",
+    split: str | None = None,
     spec: EvalConfig | None = None,
     run: RunOptions | None = None,
     out_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; write ``<out_dir>/results.json`` and return it.
+    """Evaluate a checkpoint on a split (default: the dataset's evaluation split); write
+    ``<out_dir>/results.json`` and return it.
+
+    On a split whose labels are not public (SegmentMeIfYouCan's test frames) nothing is
+    scored: with ``run.save_maps`` the score maps are written for the benchmark's server
+    (:func:`~hazardseg.evaluation.submission.write_maps`; its manifest is returned), without
+    it the call is refused.
 
     ``spec`` is the resolved evaluation spec (default: the checkpoint's ``eval:`` section over
     the defaults, see :func:`~hazardseg.evaluation.spec.resolve_spec`); ``run`` the
@@ -77,12 +91,22 @@ def evaluate(
         raise HazardsegError("--save-maps needs an output folder (--out DIR)")
     ckpt = open_checkpoint(checkpoint)
     source = DataSource.of(data)
+    split = split or source.dataset.eval_split
     spec = spec if spec is not None else resolve_spec(ckpt.config)
     check_spec(spec)
+    hidden = not source.dataset.split(split).public_labels
+    if hidden and run.save_maps and out_dir is not None:
+        ctx = distributed.init_from_env(spec.device)
+        try:
+            prepared = prepare(ckpt, source, spec, run, ctx.device)
+            return write_maps(prepared, source, split, spec, run, Path(out_dir))
+        finally:
+            distributed.cleanup(ctx)
     num_classes = scored_classes(ckpt, source, split)
+    protocols = anomaly_protocols(spec, source.dataset)
     ctx = distributed.init_from_env(spec.device)
     try:
-        prepared = prepare(ckpt, source, spec, run, ctx.device)
+        prepared = prepare(ckpt, source, spec, run, ctx.device, with_methods=bool(protocols))
         return _evaluate(prepared, source, split, out_dir, spec, run, t_start, num_classes)
     finally:
         distributed.cleanup(ctx)
@@ -102,6 +126,7 @@ def _evaluate(
     labels = data.dataset.labels
     methods = prepared.methods
     device = prepared.device
+    protocols = anomaly_protocols(spec, data.dataset)
     comp_source, comp_thresholds, comp_notes = _component_plan(spec, prepared)
     collector = MetricCollector(
         num_classes,
@@ -110,8 +135,12 @@ def _evaluate(
         exclude_unlabeled=spec.exclude_unlabeled,
         component_thresholds=comp_thresholds if comp_source == "calibrated" else None,
         labels=labels,
+        protocols=protocols or ("pooled",),
     )
-    writer = MapWriter(Path(out_dir) / "maps") if run.save_maps and out_dir else None
+    writer = None
+    if run.save_maps and out_dir:
+        writer = MapWriter(Path(out_dir) / "maps", data.dataset, split, run.maps_format)
+    by_rel = {sample.rel: sample for sample in dataset.samples}
     times = dict.fromkeys(STAGES, 0.0)
 
     def consume(scores: dict[str, torch.Tensor], mask: torch.Tensor, ids: list[str]) -> None:
@@ -121,7 +150,7 @@ def _evaluate(
         if writer is not None:
             for n, s in scores.items():
                 for i, rel in enumerate(ids):
-                    writer.put(n, rel, s[i])
+                    writer.put(n, by_rel[rel], s[i])
         times["store_s"] += time.perf_counter() - t_c
 
     t_loop = time.perf_counter()
@@ -150,6 +179,7 @@ def _evaluate(
         pooled = {
             n: acc.pooled.compute(run.max_curve_points) for n, acc in collector.methods.items()
         }
+        pixels = {n: a.smiyc.compute() for n, a in collector.methods.items() if a.smiyc}
     times["finalize_s"] = time.perf_counter() - t_end
 
     comp: dict[str, Any] = dict.fromkeys(methods)
@@ -158,11 +188,27 @@ def _evaluate(
         comp.update(
             {n: component_section(c, "calibrated") for n, c in collector.components.items()}
         )
-    elif comp_source == "oracle":
+    track = smiyc_track(data.dataset)
+    second = SecondPass(
+        pooled_thresholds(pooled) if comp_source == "oracle" else {},
+        smiyc_thresholds(pixels),
+        track,
+        spec.exclude_unlabeled,
+        labels,
+    )
+    if second.needed:
         t_o = time.perf_counter()
-        comp.update(_oracle_components(prepared, dataset, spec, run, pooled))
+        with torch.inference_mode():
+            wanted = {n: m for n, m in methods.items() if n in second.methods}
+            for b in split_pass(
+                prepared, dataset, spec, methods=wanted, progress=run.progress, desc="components"
+            ):
+                second.update(b.ids, b.mask, b.scores)
+            second.all_reduce()
         second_pass_s = time.perf_counter() - t_o
         times["components_s"] += second_pass_s
+        if comp_source == "oracle":
+            comp.update(second.oracle_sections(list(methods)))
     times["metrics_s"] = sum(
         times[k] for k in ("segmentation_s", "ood_s", "store_s", "components_s")
     )
@@ -177,10 +223,13 @@ def _evaluate(
             comp[n],
             prepared.thresholds.get(n),
             pooled[n],
+            smiyc=second.smiyc_section(n, pixels[n]) if n in pixels else None,
         )
         for n in methods
     }
     notes = [*prepared.fits.notes, *comp_notes]
+    if not protocols:
+        notes.append(f"{data.dataset.title} marks no anomalies: only segmentation is measured")
     for n, r in method_results.items():
         reason = r["pooled"]["undefined_reason"]
         if reason and f"pooled metrics undefined: {reason}" not in notes:
@@ -230,12 +279,16 @@ def _evaluate(
             "nonfinite": spec.nonfinite,
             "components": spec.components,
             "maps": str(writer.maps_dir) if writer is not None else None,
+            "maps_format": writer.format if writer is not None else None,
+            "protocols": list(protocols),
             "spec": spec_to_dict(spec),
         },
         exclude_unlabeled=spec.exclude_unlabeled,
         protocol=protocol_section(
             spec.exclude_unlabeled,
             per_image_pixels=data.dataset.per_image_pixels(spec.exclude_unlabeled),
+            protocols=protocols,
+            dataset=data.dataset,
         ),
         segmentation=None
         if collector.segmentation is None
@@ -268,34 +321,6 @@ def _component_plan(
         if t is None
     ]
     return "calibrated", thresholds, notes
-
-
-def _oracle_components(
-    prepared: Prepared,
-    dataset: Any,
-    spec: EvalConfig,
-    run: RunOptions,
-    pooled: dict[str, dict[str, Any]],
-) -> dict[str, dict[str, Any] | None]:
-    """Component metrics at the pooled best-F1 thresholds: a second pass over the data."""
-    thresholds = pooled_thresholds(pooled)
-    wanted = {n: m for n, m in prepared.methods.items() if thresholds.get(n) is not None}
-    collector = MetricCollector(
-        exclude_unlabeled=spec.exclude_unlabeled,
-        component_thresholds={n: thresholds[n] for n in wanted},
-        labels=dataset.definition.labels,
-    )
-    with torch.inference_mode():
-        if wanted:
-            for b in split_pass(
-                prepared, dataset, spec, methods=wanted, progress=run.progress, desc="components"
-            ):
-                collector.update_scores(b.ids, b.mask, b.scores)
-        collector.all_reduce()
-    return {
-        n: component_section(collector.components[n], "oracle") if n in wanted else None
-        for n in prepared.methods
-    }
 
 
 __all__ = ["evaluate", "summary_table"]

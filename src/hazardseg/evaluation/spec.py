@@ -55,6 +55,8 @@ class RunOptions:
     """Only the first N images of the split."""
     save_maps: bool = False
     """``evaluate``: also write every score map (opt-in: the only disk cost)."""
+    maps_format: str = "npy"
+    """Format of the saved maps: ``npy`` or ``smiyc`` (SegmentMeIfYouCan's ``.hdf5``)."""
     max_curve_points: int = 1000
     """Points kept of each stored ROC / PR curve."""
     overlap: bool = True
@@ -66,6 +68,8 @@ class RunOptions:
         """Reject invalid values with one-line errors."""
         if self.max_images is not None and self.max_images < 1:
             raise HazardsegError(f"max images must be >= 1, got {self.max_images}")
+        if self.maps_format not in ("npy", "smiyc"):
+            raise HazardsegError(f"--maps-format {self.maps_format!r}: expected npy or smiyc")
         if self.max_curve_points < 2:
             raise HazardsegError(f"max curve points must be >= 2, got {self.max_curve_points}")
 

@@ -22,18 +22,39 @@ from hazardseg.metrics.components import ComponentMetrics
 from hazardseg.metrics.ood import PerImageOOD, PooledOOD
 from hazardseg.metrics.ood_protocol import default_labels
 from hazardseg.metrics.segmentation import ConfusionMatrix
+from hazardseg.metrics.smiyc import SmiycPixels
 
 NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
+ANOMALY_PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "smiyc")
+"""The pixel protocols a method can be measured with: ``pooled`` (always), ``per_image``
+(StreetHazards' official per-image protocol), ``smiyc`` (SegmentMeIfYouCan's binned metrics)."""
+
+
+def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
+    """``protocols`` with ``pooled`` first (always measured); HazardsegError for an unknown
+    name."""
+    unknown = [p for p in protocols if p not in ANOMALY_PROTOCOLS]
+    if unknown:
+        raise HazardsegError(
+            f"protocol {unknown[0]!r}: expected some of {', '.join(ANOMALY_PROTOCOLS)}"
+        )
+    return ("pooled", *(p for p in ANOMALY_PROTOCOLS[1:] if p in protocols))
 
 
 class MethodAccumulator(Accumulator):
-    """Pooled and per-image OOD accumulators of one method, with non-finite score counting.
+    """The accumulators of one method's ``protocols`` (pooled always; ``per_image`` and
+    ``smiyc`` when asked, else None), with non-finite score counting.
 
     Non-finite scores on evaluated pixels are counted per image; they are excluded from the
     metrics and :meth:`check_nonfinite` raises unless the policy is ``"exclude"``.
     """
 
-    def __init__(self, name: str, nonfinite: str = "error") -> None:
+    def __init__(
+        self,
+        name: str,
+        nonfinite: str = "error",
+        protocols: Sequence[str] = ("pooled", "per_image"),
+    ) -> None:
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
             raise HazardsegError(
@@ -41,10 +62,15 @@ class MethodAccumulator(Accumulator):
             )
         self.name = name
         self.policy = nonfinite
+        self.protocols = check_protocols(protocols)
         self.pooled: PooledOOD
-        self.per_image: PerImageOOD
         self.add_child("pooled", PooledOOD())
-        self.add_child("per_image", PerImageOOD())
+        self.per_image: PerImageOOD | None = None
+        if "per_image" in self.protocols:
+            self.add_child("per_image", PerImageOOD())
+        self.smiyc: SmiycPixels | None = None
+        if "smiyc" in self.protocols:
+            self.add_child("smiyc", SmiycPixels())
         self.nonfinite: int
         self.nonfinite_images: list[str]
         self.add_state("nonfinite", 0, "sum")
@@ -73,7 +99,10 @@ class MethodAccumulator(Accumulator):
             valid = valid & ~bad
             pi_valid = pi_valid & ~bad
         self.pooled.update(scores, is_anomaly, valid)
-        self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
+        if self.per_image is not None:
+            self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
+        if self.smiyc is not None:
+            self.smiyc.update(scores, is_anomaly, valid, list(ids))
 
     def check_nonfinite(self, where: str) -> None:
         """Raise when non-finite scores were seen and the policy is ``"error"``."""
@@ -94,7 +123,9 @@ class MetricCollector(Accumulator):
     ``update(ids, mask, pred=None, scores=None)`` takes a batch: sample ids, class-id masks
     (N, H, W), predicted classes (N, H, W) and method -> score maps (N, H, W). ``labels`` (the
     dataset's mask ids; default StreetHazards') and ``exclude_unlabeled`` choose the
-    protocols' pixel sets; ``times`` holds the seconds spent
+    protocols' pixel sets, ``protocols`` the methods' protocols (:data:`ANOMALY_PROTOCOLS`),
+    ``component_options`` the components' settings (``ComponentMetrics`` keywords besides the
+    threshold); ``times`` holds the seconds spent
     per part (``segmentation_s``, ``ood_s``, ``components_s``).
     """
 
@@ -107,6 +138,8 @@ class MetricCollector(Accumulator):
         exclude_unlabeled: bool = False,
         component_thresholds: Mapping[str, float | None] | None = None,
         labels: LabelSpec | None = None,
+        protocols: Sequence[str] = ("pooled", "per_image"),
+        component_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.exclude_unlabeled = bool(exclude_unlabeled)
@@ -117,12 +150,12 @@ class MetricCollector(Accumulator):
             self.add_child("segmentation", self.segmentation)
         self.methods: dict[str, MethodAccumulator] = {}
         for name in methods:
-            self.methods[name] = MethodAccumulator(name, nonfinite)
+            self.methods[name] = MethodAccumulator(name, nonfinite, protocols)
             self.add_child(f"method:{name}", self.methods[name])
         self.components: dict[str, ComponentMetrics] = {}
         for name, threshold in (component_thresholds or {}).items():
             if threshold is not None:
-                self.components[name] = ComponentMetrics(threshold)
+                self.components[name] = ComponentMetrics(threshold, **(component_options or {}))
                 self.add_child(f"components:{name}", self.components[name])
         self.times = {"segmentation_s": 0.0, "ood_s": 0.0, "components_s": 0.0}
 
@@ -146,7 +179,9 @@ class MetricCollector(Accumulator):
         t0 = time.perf_counter()
         is_anom, valid = self.labels.evaluation_masks(mask, self.exclude_unlabeled)
         if self.methods:
-            _, pi_valid = self.labels.per_image_masks(mask, self.exclude_unlabeled)
+            pi_valid = None
+            if any(a.per_image is not None for a in self.methods.values()):
+                _, pi_valid = self.labels.per_image_masks(mask, self.exclude_unlabeled)
             for name, acc in self.methods.items():
                 if name in scores:
                     acc.update(scores[name], is_anom, valid, ids, per_image_valid=pi_valid)
@@ -173,11 +208,13 @@ class MetricCollector(Accumulator):
 
     def compute(self, max_curve_points: int = 1000) -> dict[str, Any]:
         """``segmentation`` (the confusion matrix's results, or None), ``pooled`` (method ->
-        ``PooledOOD.compute``), ``per_image`` (method -> ``PerImageOOD.compute``) and
+        ``PooledOOD.compute``), ``per_image`` (method -> ``PerImageOOD.compute``, for the
+        methods measured so), ``smiyc`` (method -> ``SmiycPixels.compute``, likewise) and
         ``components`` (method -> ``ComponentMetrics.compute``)."""
         return {
             "segmentation": None if self.segmentation is None else self.segmentation.compute(),
             "pooled": {n: a.pooled.compute(max_curve_points) for n, a in self.methods.items()},
-            "per_image": {n: a.per_image.compute() for n, a in self.methods.items()},
+            "per_image": {n: a.per_image.compute() for n, a in self.methods.items() if a.per_image},
+            "smiyc": {n: a.smiyc.compute() for n, a in self.methods.items() if a.smiyc},
             "components": {n: c.compute() for n, c in self.components.items()},
         }

@@ -112,6 +112,15 @@ def label_scores(gt_lab: np.ndarray, pred_lab: np.ndarray) -> tuple[np.ndarray, 
     return siou, ppv
 
 
+def _touched(
+    gt_lab: np.ndarray, pred_lab: np.ndarray, roi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The component labels of the region's pixels that lie in some component."""
+    sel = (gt_lab > 0) | (pred_lab > 0)
+    sel &= roi
+    return gt_lab[sel], pred_lab[sel]
+
+
 class ComponentMetrics(Accumulator):
     """Accumulates component-level metrics at one score ``threshold`` over a dataset.
 
@@ -189,10 +198,11 @@ class ComponentMetrics(Accumulator):
 
     def flagged(self, scores: np.ndarray) -> np.ndarray:
         """Bool mask of the pixels flagged anomalous (float32-rounded score vs threshold)."""
-        s = np.asarray(scores).astype(np.float32).astype(np.float64)
-        if self.threshold_rule == ">":
-            return s > self.threshold
-        return s >= self.threshold
+        s = np.asarray(scores)
+        if s.dtype not in (np.float16, np.float32):
+            s = s.astype(np.float32)
+        t = np.float64(self.threshold)  # compared in float64, element by element
+        return s > t if self.threshold_rule == ">" else s >= t
 
     def _update_image(self, s: np.ndarray, y: np.ndarray, v: np.ndarray) -> None:
         gt = y & v
@@ -208,7 +218,8 @@ class ComponentMetrics(Accumulator):
             # label 0 (every non-anomaly pixel) takes part, as in SMIYC's code
             small = np.bincount(gt_lab.ravel()) < self.min_gt_size
             roi = v & ~small[gt_lab]
-        siou, ppv = label_scores(gt_lab[roi], pred_lab[roi])
+        # only pixels of some component count (label_scores drops the others)
+        siou, ppv = label_scores(*_touched(gt_lab, pred_lab, roi))
         taus = np.asarray(TAUS)[:, None]
         self.tp += torch.from_numpy((siou[None, :] >= taus).sum(axis=1))
         self.fn += torch.from_numpy((siou[None, :] < taus).sum(axis=1))

@@ -6,12 +6,7 @@ Importing the package imports every model family (deeplab, lraspp, smp_models, h
 
 from hazardseg.models import deeplab, hiera, lraspp, smp_models  # noqa: F401  (register)
 from hazardseg.models.base import SegmentationModel
-from hazardseg.models.checkpoint import (
-    load_checkpoint,
-    load_model,
-    restore_rng_state,
-    save_checkpoint,
-)
+from hazardseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from hazardseg.models.forward import autocast_context, prepare_for_inference
 from hazardseg.models.registry import (
     create_model,
@@ -21,6 +16,7 @@ from hazardseg.models.registry import (
     pretrained_available,
     register_model,
 )
+from hazardseg.models.rng import restore_rng_state
 
 __all__ = [
     "SegmentationModel",

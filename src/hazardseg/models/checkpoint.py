@@ -4,7 +4,8 @@ builds the model of a checkpoint or of a bare torchvision-style state dict.
 A checkpoint is one ``torch.save`` file holding a plain dict::
 
     {"format": "hazardseg-checkpoint", "format_version": 1, "hazardseg_version", "created",
-     "model_name", "model_options", "num_classes", "class_names", "config", "epoch", "best_metric",
+     "model_name", "model_options", "num_classes", "class_names", "dataset", "config", "epoch",
+     "best_metric",
      "model": state_dict, "optimizer", "scheduler", "scaler", "rng", "extra"}
 
 Everything in it is a tensor or a plain Python value, so it loads with ``weights_only=True``.
@@ -16,21 +17,19 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from hazardseg import __version__
-from hazardseg.data.classes import KNOWN_CLASS_NAMES, NUM_CLASSES
-from hazardseg.data.registry import DatasetDef, model_classes
+from hazardseg.data.registry import DATASETS, DatasetDef, get_dataset, model_classes
 from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.io import atomic_path
 from hazardseg.models.registry import check_num_classes, create_model, get_model_spec, list_models
+from hazardseg.models.rng import capture_rng_state
 from hazardseg.models.state_dict import (
     check_before_building,
     extract_state_dict,
@@ -76,53 +75,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Torch, numpy, python ``random`` (and CUDA when available) RNG states as plain values."""
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": int(version), "state": list(internal), "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def restore_rng_state(ckpt: Mapping[str, Any]) -> bool:
-    """Restore the RNG states saved in ``ckpt`` (a checkpoint dict or its ``"rng"`` entry).
-
-    Returns False when the checkpoint holds no RNG state.
-    """
-    rng = ckpt.get("rng", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(rng, Mapping) or "torch" not in rng:
-        return False
-    torch.set_rng_state(rng["torch"])
-    npy = rng["numpy"]
-    np.random.set_state(
-        (
-            npy["name"],
-            npy["keys"].numpy().astype(np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    py = rng["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
-    if "cuda" in rng and torch.cuda.is_available():
-        cuda_states = list(rng["cuda"])[: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda_states)
-    return True
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingState:
     """What a resumable checkpoint stores beside the weights: the ``state_dict()`` of each
@@ -148,6 +100,11 @@ def _as_plain(value: Any) -> Any:
     return value
 
 
+BARE_STATE_DICT_DATASET = "streethazards"
+"""The dataset assumed for a bare state dict's classes (and for checkpoints that predate the
+dataset registry)."""
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -164,9 +121,10 @@ def save_checkpoint(
     """Write a hazardseg checkpoint atomically and return its path.
 
     ``config`` is the resolved experiment config as a plain dict (a config dataclass is
-    converted); ``training`` makes the checkpoint resumable; ``rng`` saves the random
-    generators' states; ``extra`` is any further plain data. Raises CheckpointError, before
-    writing anything, when some entry could not be loaded back with ``weights_only=True``.
+    converted; its ``data.dataset`` is recorded as the dataset the classes are those of);
+    ``training`` makes the checkpoint resumable; ``rng`` saves the random generators' states;
+    ``extra`` is any further plain data. Raises CheckpointError, before writing anything, when
+    some entry could not be loaded back with ``weights_only=True``.
     """
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = _as_plain(config)
@@ -182,6 +140,7 @@ def save_checkpoint(
         "model_options": dict(getattr(net, "build_options", {})),
         "num_classes": int(getattr(net, "num_classes", 0) or len(class_names)),
         "class_names": [str(c) for c in class_names],
+        "dataset": (dict(config).get("data") or {}).get("dataset"),
         "config": dict(config),
         "epoch": int(epoch),
         "best_metric": None if best_metric is None else float(best_metric),
@@ -291,6 +250,7 @@ def load_model(
             "model_name": found,
             "num_classes": stored_classes,
             "class_names": list(obj.get("class_names") or []),
+            "dataset": obj.get("dataset"),
             "config": dict(obj.get("config") or {}),
             "epoch": obj.get("epoch"),
             "best_metric": obj.get("best_metric"),
@@ -306,7 +266,8 @@ def load_model(
         state = extract_state_dict(obj, p)
         options = dict(model_options or {})
         inferred = infer_num_classes(state, model_name, options)
-        expected = num_classes if num_classes is not None else NUM_CLASSES
+        default = get_dataset(BARE_STATE_DICT_DATASET)
+        expected = num_classes if num_classes is not None else default.labels.num_classes
         if inferred is not None and inferred != expected:
             raise CheckpointError(
                 f"{p}: state dict has {inferred} output classes, expected {expected}"
@@ -314,7 +275,10 @@ def load_model(
         info = {
             "model_name": model_name,
             "num_classes": expected,
-            "class_names": list(KNOWN_CLASS_NAMES) if expected == NUM_CLASSES else [],
+            "class_names": (
+                list(default.class_names) if expected == default.labels.num_classes else []
+            ),
+            "dataset": default.name if expected == default.labels.num_classes else None,
             "config": {},
             "epoch": None,
             "best_metric": None,
@@ -362,17 +326,24 @@ class LoadedCheckpoint:
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names stored in the checkpoint (for a bare state dict: the StreetHazards
-        names when it has 13 classes)."""
+        """Class names stored in the checkpoint (else those of its dataset when the number of
+        classes is the dataset's)."""
         names = self.info.get("class_names")
         if names:
             return list(names)
-        return list(KNOWN_CLASS_NAMES) if self.num_classes == len(KNOWN_CLASS_NAMES) else None
+        default = DATASETS.get(self.dataset or BARE_STATE_DICT_DATASET)
+        if default is not None and self.num_classes == default.labels.num_classes:
+            return list(default.class_names)
+        return None
 
     @property
     def dataset(self) -> str | None:
-        """The dataset the model was trained on (recorded in the checkpoint or its config)."""
+        """The dataset the model was trained on (recorded in the checkpoint, else its
+        config's ``data.dataset``; checkpoints made before datasets were recorded trained on
+        StreetHazards)."""
         name = self.info.get("dataset") or (self.config.get("data") or {}).get("dataset")
+        if not name and self.info.get("format") == FORMAT and self.config.get("data"):
+            name = BARE_STATE_DICT_DATASET
         return str(name) if name else None
 
     def classes(self) -> DatasetDef:

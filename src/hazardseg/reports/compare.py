@@ -75,6 +75,8 @@ def _planned_files(out: Path, name: str, entries: Sequence[ResultsEntry]) -> dic
         "bars_pooled": out / f"{name}_bars_pooled.png",
         "bars_per_image": out / f"{name}_bars_per_image.png",
     }
+    if any(m.get("smiyc") for e in entries for m in (e.results.get("methods") or {}).values()):
+        files["csv_smiyc"] = out / f"{name}_smiyc.csv"
     for e in entries:
         files[f"curves:{e.label}"] = out / f"{name}_curves_{slug(e.label)}.png"
     return files
@@ -109,8 +111,8 @@ def write_comparison(
         )
     atomic_write_text(planned["markdown"], comparison_markdown(name, entries, tables, mixed))
     atomic_write_json(planned["json"], comparison_json(name, entries, tables, mixed))
-    for protocol in ("pooled", "per_image", "components"):
-        atomic_write_text(planned[f"csv_{protocol}"], table_to_csv(tables[protocol]))
+    for protocol, table in tables.items():
+        atomic_write_text(planned[f"csv_{protocol}"], table_to_csv(table))
     for protocol in ("pooled", "per_image"):
         fig = plots.plot_grouped_bars(
             bar_values(tables[protocol]), BAR_METRICS, title=f"{name}: {protocol} protocol"

@@ -23,7 +23,7 @@ from hazardseg.reports.sources import (
     lookup,
 )
 
-PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components")
+PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components", "smiyc")
 PROTOCOL_TITLES: dict[str, str] = {
     "pooled": "Pooled (one curve over all pixels of the split)",
     "per_image": "Per image (averaged over images with both classes; official protocol)",
@@ -31,6 +31,10 @@ PROTOCOL_TITLES: dict[str, str] = {
         "Component level (SegmentMeIfYouCan, 8-connected components) at each row's threshold: "
         "'calibrated' = chosen on validation data at the target FPR, 'oracle' = the pooled "
         "best-F1 threshold of the evaluated split"
+    ),
+    "smiyc": (
+        "SegmentMeIfYouCan's own numbers (PixBinaryClass binned pixel metrics; SegEval of the "
+        "track at its best-F1 threshold)"
     ),
 }
 
@@ -64,6 +68,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("aupr", "AUPR", "higher", "pct"),
         Column("fpr95", "FPR95", "lower", "pct"),
         Column("num_images", "images", None, "int"),
+    ),
+    "smiyc": (
+        Column("aupr", "AP", "higher", "pct"),
+        Column("auroc", "AUROC", "higher", "pct"),
+        Column("fpr95", "FPR95", "lower", "pct"),
+        Column("siou", "sIoU", "higher", "pct"),
+        Column("ppv", "PPV", "higher", "pct"),
+        Column("f1", "mean F1", "higher", "pct"),
+        Column("track", "track", None, "text"),
     ),
     "components": (
         _MIOU,
@@ -108,6 +121,18 @@ def _method_values(results: dict[str, Any], m: dict[str, Any], protocol: str) ->
             aupr=per.get("aupr"),
             fpr95=per.get("fpr95"),
             num_images=per.get("num_images"),
+        )
+    elif protocol == "smiyc":
+        sm = m.get("smiyc") or {}
+        comp = sm.get("components") or {}
+        out.update(
+            aupr=sm.get("aupr"),
+            auroc=sm.get("auroc"),
+            fpr95=sm.get("fpr95"),
+            siou=comp.get("mean_siou"),
+            ppv=comp.get("mean_ppv"),
+            f1=comp.get("mean_f1"),
+            track=sm.get("track"),
         )
     else:
         comp = m.get("components") or {}
@@ -164,12 +189,14 @@ def build_tables(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> 
         rows = []
         for e in entries:
             for name, m in (e.results.get("methods") or {}).items():
-                if protocol == "components" and not m.get("components"):
+                if protocol in ("components", "smiyc") and not m.get(protocol):
                     continue
                 row: dict[str, Any] = {"model": e.label, "method": name}
                 row.update({k: comparison_value(e.results, k) for k in mixed})
                 row.update(_method_values(e.results, m, protocol))
                 rows.append(row)
+        if protocol == "smiyc" and not rows:
+            continue  # no result measured SegmentMeIfYouCan's protocol
         cols = COLUMNS[protocol]
         group = "threshold_source" if protocol == "components" else None
         tables[protocol] = Table(protocol, id_columns, cols, rows, mark_best(rows, cols, group))

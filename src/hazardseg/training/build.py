@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from hazardseg import distributed
 from hazardseg.config import ExperimentConfig, TrainConfig
-from hazardseg.data.classes import KNOWN_CLASS_NAMES
-from hazardseg.data.streethazards import StreetHazards
+from hazardseg.data.registry import DatasetDef
+from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import build_eval_transform, build_train_transform
 from hazardseg.distributed import DistContext
 from hazardseg.errors import DataError
@@ -22,13 +22,14 @@ from hazardseg.models.registry import create_model
 @dataclass
 class Loaders:
     """The training loader (with its sampler and generator, reseeded every epoch), this
-    process's shard of the validation split, and the training label files."""
+    process's shard of the validation split, the training label files and the dataset."""
 
     train: DataLoader
     val: DataLoader
     sampler: DistributedSampler
     generator: torch.Generator
     label_paths: list[Path]
+    dataset: DatasetDef
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Seed the shuffling and the data-loading workers' randomness of ``epoch``."""
@@ -36,22 +37,17 @@ class Loaders:
         self.sampler.set_epoch(epoch)
 
 
-def class_names_for(num_classes: int) -> list[str]:
-    """StreetHazards names for 13 classes, else ``class_<i>``."""
-    if num_classes == len(KNOWN_CLASS_NAMES):
-        return list(KNOWN_CLASS_NAMES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
 def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
-    """The loaders of ``cfg.data``: training shuffled and split over the processes
-    (``drop_last``), validation sharded without padding."""
+    """The loaders of ``cfg.data`` (completed by ``training.rules.complete_config``): training
+    shuffled and split over the processes (``drop_last``), validation sharded without
+    padding."""
     d = cfg.data
-    train_ds = StreetHazards(
-        d.root, d.train_split, build_train_transform(cfg.augment), max_images=d.max_train_images
+    assert d.root is not None and d.train_split is not None and d.val_split is not None
+    source = DataSource.of(d.root, d.dataset)
+    train_ds = source.open(
+        d.train_split, build_train_transform(cfg.augment), max_images=d.max_train_images
     )
-    val_ds = StreetHazards(
-        d.root,
+    val_ds = source.open(
         d.val_split,
         build_eval_transform(cfg.eval.resize, at_label_resolution=cfg.eval.at_label_resolution),
         max_images=d.max_val_images,
@@ -88,8 +84,8 @@ def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
         num_workers=d.num_workers,
         pin_memory=pin,
     )
-    labels = [s.label_path for s in train_ds.samples]
-    return Loaders(train_loader, val_loader, sampler, generator, labels)
+    labels = [s.label_path for s in train_ds.samples if s.label_path is not None]
+    return Loaders(train_loader, val_loader, sampler, generator, labels, source.dataset)
 
 
 def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
@@ -104,6 +100,7 @@ def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
 
 def build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
     """``cfg.model`` on this process's device (SyncBatchNorm and channels_last as configured)."""
+    assert cfg.model.num_classes is not None
     model = create_model(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained)
     if cfg.train.bn_momentum is not None:
         set_bn_momentum(model, cfg.train.bn_momentum)

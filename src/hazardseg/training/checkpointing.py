@@ -22,9 +22,9 @@ from hazardseg.errors import CheckpointError, ConfigError
 from hazardseg.models.checkpoint import (
     TrainingState,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
+from hazardseg.models.rng import restore_rng_state
 from hazardseg.run_folder import RunFolder
 from hazardseg.training import rundir
 

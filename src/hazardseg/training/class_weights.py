@@ -13,7 +13,7 @@ import torch
 
 from hazardseg import distributed
 from hazardseg.config import WEIGHT_METHODS, ExperimentConfig
-from hazardseg.data.streethazards import load_label
+from hazardseg.data.registry import DatasetDef, get_dataset
 from hazardseg.distributed import DistContext
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.io import atomic_write_json
@@ -21,15 +21,18 @@ from hazardseg.run_folder import RunFolder
 
 
 def class_pixel_counts(
-    label_paths: Iterable[str | os.PathLike[str]], num_classes: int
+    label_paths: Iterable[str | os.PathLike[str]],
+    num_classes: int,
+    dataset: DatasetDef | str = "streethazards",
 ) -> np.ndarray:
-    """Count pixels of each known class id (0..num_classes-1) over annotation PNGs.
+    """Count pixels of each known class id (0..num_classes-1) over ``dataset``'s label files.
 
     Anomaly pixels, ignore pixels and anything else outside the known ids are not counted.
     """
+    decoder = get_dataset(dataset)
     counts = np.zeros(num_classes, dtype=np.int64)
     for path in label_paths:
-        ids = load_label(path).reshape(-1)
+        ids = decoder.read_label(Path(path)).reshape(-1)
         counts += np.bincount(ids[ids < num_classes], minlength=num_classes)[:num_classes]
     return counts
 
@@ -60,10 +63,13 @@ def class_weights_from_counts(counts: np.ndarray, method: str = "median_freq") -
 
 
 def class_weight_record(
-    label_paths: list[Path], num_classes: int, method: str
+    label_paths: list[Path],
+    num_classes: int,
+    method: str,
+    dataset: DatasetDef | str = "streethazards",
 ) -> dict[str, object]:
     """Count the classes over ``label_paths`` and return the JSON record cached in RUN_DIR."""
-    counts = class_pixel_counts(label_paths, num_classes)
+    counts = class_pixel_counts(label_paths, num_classes, dataset)
     weights = class_weights_from_counts(counts, method)
     return {
         "method": method,
@@ -103,7 +109,7 @@ def run_class_weights(
         cache = RunFolder(out_dir).class_weights
         cached = read_class_weight_cache(cache, method, len(label_paths), n)
         if cached is None:
-            record = class_weight_record(label_paths, n, method)
+            record = class_weight_record(label_paths, n, method, cfg.data.dataset)
             atomic_write_json(cache, record)
             weights = record["weights"]
         else:

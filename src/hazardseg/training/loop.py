@@ -25,7 +25,6 @@ from hazardseg.training.build import (
     Loaders,
     build_loaders,
     build_model,
-    class_names_for,
     uses_channels_last,
     wrap_for_processes,
 )
@@ -45,7 +44,7 @@ from hazardseg.training.engine import (
 )
 from hazardseg.training.losses import SegmentationLoss
 from hazardseg.training.metrics_log import MetricLogger, MetricsLog, TrainProgress
-from hazardseg.training.rules import validate_config
+from hazardseg.training.rules import complete_config, validate_config
 from hazardseg.training.schedule import EarlyStopping, Scheduler, build_optimizer
 from hazardseg.training.steps import (
     epoch_seed,
@@ -71,6 +70,7 @@ def fit(
     """
     cfg = config_from_dict(config_to_dict(cfg))  # private, validated copy
     validate_config(cfg)
+    cfg = complete_config(cfg)
     threads = torch.get_num_threads()
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
@@ -139,7 +139,7 @@ def _build_run(
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = Scheduler(optimizer, t, total_iters=t.epochs * iterations_per_epoch(data.train, t))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision.needs_scaler)
-    class_names = class_names_for(cfg.model.num_classes)
+    class_names = list(data.dataset.class_names)
     training = TrainingState(optimizer, scheduler, scaler)
     checkpoints = Checkpointer(out_dir, cfg, model, training, precision.label, class_names, ctx)
     stopper = EarlyStopping(t.early_stopping_patience, t.early_stopping_min_delta)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hazardseg.data.classes import IGNORE_INDEX
+from hazardseg.data.labels import IGNORE_INDEX
 from hazardseg.errors import ConfigError
 
 

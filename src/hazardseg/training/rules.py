@@ -4,6 +4,7 @@ model registry."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hazardseg.config import (
     WEIGHT_METHODS,
     ExperimentConfig,
 )
+from hazardseg.data.registry import DatasetDef, get_dataset
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.models.registry import get_model_spec
 from hazardseg.precision import ALIASES, PRECISIONS
@@ -35,7 +37,7 @@ _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("train.val_every_iters", ">= 1 or null", lambda v: v is None or v >= 1),
     ("train.max_iters_per_epoch", ">= 1 or null", lambda v: v is None or v >= 1),
     ("train.grad_clip", "> 0 or null", lambda v: v is None or v > 0),
-    ("model.num_classes", ">= 1", lambda v: v >= 1),
+    ("model.num_classes", ">= 1", lambda v: v is None or v >= 1),
     ("train.bn_momentum", "in (0, 1] or null", lambda v: v is None or 0 < v <= 1),
     ("train.optimizer", "one of " + ", ".join(OPTIMIZERS), lambda v: v.lower() in OPTIMIZERS),
     ("train.scheduler", "one of " + ", ".join(SCHEDULERS), lambda v: v.lower() in SCHEDULERS),
@@ -59,8 +61,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
         )
     if cfg.data.root is None or not str(cfg.data.root).strip():
         raise ConfigError("data.root is not set: pass --data ROOT or set data.root in the config")
+    dataset = get_dataset(cfg.data.dataset)
     if not Path(cfg.data.root).is_dir():
-        raise DataError(f"data root {cfg.data.root} not found; expected a StreetHazards folder")
+        raise DataError(f"data root {cfg.data.root} not found; expected a {dataset.title} folder")
     for key, expected, ok in _RULES:
         value = getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
         if not ok(value):
@@ -68,3 +71,40 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if t.class_weights and t.class_weight_method not in WEIGHT_METHODS:
         method, options = t.class_weight_method, ", ".join(WEIGHT_METHODS)
         raise ConfigError(f"train.class_weight_method={method!r}: expected one of {options}")
+
+
+def trainable_dataset(cfg: ExperimentConfig) -> DatasetDef:
+    """The dataset of ``cfg.data``; ConfigError when it has no class labels to train on."""
+    dataset = get_dataset(cfg.data.dataset)
+    if dataset.labels.num_classes == 0 or dataset.train_split is None:
+        raise ConfigError(
+            f"data.dataset={dataset.name}: {dataset.title} has no classes to train on (an "
+            "anomaly-only evaluation set); train on a dataset with classes, e.g. cityscapes"
+        )
+    return dataset
+
+
+def complete_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with the dataset's own settings where it leaves them unset
+    (``model.num_classes``, ``data.train_split``, ``data.val_split``); ConfigError when a set
+    one does not fit the dataset."""
+    dataset = trainable_dataset(cfg)
+    known = dataset.labels.num_classes
+    n = cfg.model.num_classes
+    if n is not None and n != known:
+        raise ConfigError(
+            f"model.num_classes={n}, but {dataset.title} (data.dataset={dataset.name}) has "
+            f"{known} classes; set model.num_classes={known} or leave it unset"
+        )
+    data = dataclasses.replace(
+        cfg.data,
+        train_split=cfg.data.train_split or dataset.train_split,
+        val_split=cfg.data.val_split or dataset.val_split,
+    )
+    for key in ("train_split", "val_split"):
+        split = getattr(data, key)
+        dataset.split(split)
+        if not dataset.splits[split].public_labels:
+            raise ConfigError(f"data.{key}={split}: its labels are not public")
+    model = dataclasses.replace(cfg.model, num_classes=known)
+    return dataclasses.replace(cfg, data=data, model=model)

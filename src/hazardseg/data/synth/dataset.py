@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,19 +118,19 @@ def _render_and_write(args: tuple[Job, str, tuple[int, int], bool]) -> dict:
     }
 
 
-def _check_count(name: str, value: int) -> int:
+def check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool, replaced: Iterable[str] = ("train", "test")) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise DataError(f"output folder {out} is not empty; choose another or pass --overwrite")
-        for name in ("train", "test"):
+        for name in replaced:
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
             elif (out / name).exists():
@@ -154,19 +155,20 @@ def generate_dataset(
     Layout, towns, .odgt files (one JSON object per line) and label encoding (PNG values
     1..14) follow the official dataset; anomalies (value 14) occur only in the test split.
     A non-empty ``out`` is refused unless ``overwrite`` (which replaces ``out/train`` and
-    ``out/test`` and leaves other files alone). Returns ``out`` as a Path.
+    ``out/test`` and leaves other files alone). Returns ``out`` as a Path. Other datasets'
+    layouts: :func:`hazardseg.data.synth.layouts.generate_synthetic`.
     """
     counts = {
-        "train": _check_count("n_train (--train)", n_train),
-        "validation": _check_count("n_val (--val)", n_val),
-        "test": _check_count("n_test (--test)", n_test),
+        "train": check_count("n_train (--train)", n_train),
+        "validation": check_count("n_val (--val)", n_val),
+        "test": check_count("n_test (--test)", n_test),
     }
     size = check_size(size)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    workers = _check_count("workers (--workers)", workers) or 1
+    workers = check_count("workers (--workers)", workers) or 1
     root = Path(out)
-    _prepare_out(root, overwrite)
+    prepare_out(root, overwrite)
 
     jobs = [job for split, n in counts.items() for job in plan_split(split, n, int(seed))]
     tasks = [(job, str(root), size, bool(rgba)) for job in jobs]
