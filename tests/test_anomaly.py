@@ -82,6 +82,7 @@ def test_registry_errors_and_parsing() -> None:
         "max_logit",
         "energy",
         "entropy",
+        "rba",
         "sml",
         "heat",
         "knn",
@@ -93,7 +94,10 @@ def test_registry_errors_and_parsing() -> None:
         create_method("msp", temperature=2)
     with pytest.raises(HazardsegError, match="temperature"):
         create_method("energy", temperature=0)
-    assert parse_methods("all") == list_methods()
+    # "all" is every method that applies to the model's family (rba: mask classification only)
+    assert parse_methods("all") == [m for m in list_methods() if m != "rba"]
+    assert parse_methods("all", "lraspp") == parse_methods("all")
+    assert parse_methods("all", "mask2former") == list_methods()
     assert parse_methods("msp, energy,msp") == ["msp", "energy"]
     with pytest.raises(HazardsegError, match="unknown anomaly method 'bogus'"):
         parse_methods("msp,bogus")

@@ -229,9 +229,13 @@ def test_method_resolution_and_state_errors(tmp_path):
         resolve_method_names(["heat"])
     from hazardseg.anomaly import list_methods
 
-    for name in set(list_methods()) - {*ALL, "heat"}:  # feature methods added later
+    for name in set(list_methods()) - {*ALL, "heat", "rba"}:  # feature methods added later
         with pytest.raises(ExportError, match=f"'{name}' cannot be exported"):
             resolve_method_names([name])
+    # rba: mask-classification models only; "all" includes it for them
+    with pytest.raises(ExportError, match="'rba' needs a mask2former model"):
+        resolve_method_names(["rba"], family="lraspp")
+    assert resolve_method_names("all", family="mask2former") == [*ALL, "rba"]
     with pytest.raises(ExportError, match="unknown anomaly method 'foo'"):
         resolve_method_names("foo")
     with pytest.raises(ExportError, match="needs fitted statistics"):

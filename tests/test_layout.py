@@ -197,6 +197,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hazardseg.progress",
         "hazardseg.precision",
         "hazardseg.run_folder",
+        "hazardseg.typed_config",
         "hazardseg.config",
         "hazardseg.distributed",
     ),

@@ -324,14 +324,15 @@ def test_evaluation_forward_cpu_is_the_plain_forward() -> None:
     assert agree > 0.9
 
 
-def test_importing_the_registry_does_not_import_smp_or_timm() -> None:
+def test_importing_the_registry_does_not_import_smp_timm_or_transformers() -> None:
     """Families register without importing their third-party packages (about 1.3 s): a command
     that never builds such a model (eval-maps, compare) does not pay for them."""
     code = (
         "import sys, hazardseg.models, hazardseg.anomaly, hazardseg.evaluation\n"
         "from hazardseg.models import list_models\n"
-        "assert len(list_models()) == 12, list_models()\n"
-        "print(sorted(m for m in ('timm', 'segmentation_models_pytorch') if m in sys.modules))\n"
+        "assert len(list_models()) == 14, list_models()\n"
+        "heavy = ('timm', 'segmentation_models_pytorch', 'transformers')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

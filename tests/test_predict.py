@@ -84,6 +84,19 @@ def test_predict_fitted_method_without_state_refuses(tmp_path, checkpoint):
         predict(torch_predictor(checkpoint, "sml"), [img], tmp_path / "o")
 
 
+@pytest.mark.parametrize("method", ["msp,max_logit", "all"])
+def test_predict_one_method_at_a_time(tmp_path, checkpoint, capsys, method):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "o"
+    args = ["predict", str(img), "--checkpoint", str(checkpoint), "--out", str(out)]
+    code = main([*args, "--method", method, "--threshold", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "one anomaly method at a time" in err[0] and "max_logit" in err[0]
+    assert not out.exists()
+
+
 def test_cli_corrupt_image_skipped_with_error(tmp_path, checkpoint, capsys):
     src = tmp_path / "in"
     src.mkdir()

@@ -95,3 +95,27 @@ def test_sigkill_leaves_loadable_checkpoint_and_resume_completes(
     assert iters == sorted(iters) and len(iters) == len(set(iters)) == 6
     assert not list(run.glob(".*.tmp"))
     json.dumps(r)
+
+
+def test_torchrun_two_processes_mask2former_with_outliers(
+    shared_tiny_tree: Path, tmp_path: Path
+) -> None:
+    """The set-prediction loss and RbA's outlier objective under DDP: every parameter gets a
+    gradient on every rank (DDP fails otherwise), and only rank 0 writes."""
+    run = tmp_path / "run"
+    extra = [
+        "model.name=mask2former_tiny", "model.num_queries=6", "model.decoder_layers=2",
+        "train.lr=0.001", "train.outliers.source=synthetic", "train.outliers.objective=rba",
+        "train.outliers.prob=1.0", "train.outliers.m_in=-1", "train.outliers.m_out=-0.1",
+        "train.outliers.weight=1",
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "hazardseg", *_train_args(shared_tiny_tree, run, *extra)]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best val mIoU") == 1, proc.stdout
+    last = load_checkpoint(run / "last.pt")
+    assert last["model_name"] == "mask2former_tiny" and last["extra"]["world_size"] == 2
+    assert last["extra"]["run_state"]["global_iter"] == 2
+    r = rows(run)
+    assert all(torch.isfinite(torch.tensor(x["loss"])) for x in r if x["kind"] == "train")

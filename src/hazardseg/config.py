@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ import yaml
 
 from hazardseg.errors import ConfigError
 from hazardseg.io import atomic_write_text
+from hazardseg.typed_config import _build, _is_dataclass_type, _suggest
 
 
 @dataclass
@@ -26,6 +25,11 @@ class ModelConfig:
     """None (random init), "imagenet" (backbone weights from the local cache) or a file path."""
     num_classes: int | None = None
     """Classes the model predicts (None: the dataset's known classes)."""
+    num_queries: int | None = None
+    """mask2former models: number of queries (None: the variant's)."""
+    decoder_layers: int | None = None
+    """mask2former models: the library's decoder_layers, masked-attention layers + 1 (None:
+    the variant's; RbA's light decoder is 2)."""
 
 
 @dataclass
@@ -110,6 +114,46 @@ class EvalConfig:
     of the scale closest to 1, before any score (see ``hazardseg.models.forward.TTA``)."""
 
 
+OUTLIER_SOURCES: tuple[str, ...] = ("none", "synthetic", "folder")
+OUTLIER_OBJECTIVES: tuple[str, ...] = ("energy", "entropy", "extra_class", "rba")
+
+
+@dataclass
+class OutlierConfig:
+    """Negative objects pasted into training images (outlier exposure) and the objective that
+    teaches the model to reject them (``train.outliers:``; off by default)."""
+
+    source: str = "none"
+    """"none" (off), "synthetic" (shapes drawn here and cut-outs of other training images)
+    or "folder" (RGBA cut-outs in ``folder``)."""
+    folder: str | None = None
+    """Folder of RGBA PNG cut-outs (``source: folder``; ``hazardseg data outliers coco`` writes
+    one)."""
+    prob: float = 0.5
+    """Probability that a training image gets pasted objects."""
+    count: tuple[int, int] = (1, 2)
+    """Objects pasted into such an image (uniform in the range)."""
+    scale: tuple[float, float] | None = (0.1, 0.35)
+    """Longer side of a pasted object as a fraction of the image's shorter side (null: folder
+    cut-outs at their own size, as RbA pastes COCO objects)."""
+    blend: str = "feather"
+    """"feather" (alpha softened over 1-2 px at the outline) or "none" (hard edges)."""
+    cutpaste: float = 0.3
+    """``source: synthetic``: share of the objects cut from other training images (CutPaste)."""
+    objective: str = "energy"
+    """"energy" (Liu et al. 2020 margin loss), "entropy" (outlier exposure: cross-entropy to
+    the uniform distribution), "extra_class" (outliers as a (K+1)-th class of logit 0) or
+    "rba" (RbA's loss on the semantic map; mask2former models)."""
+    weight: float = 0.1
+    """Weight of the objective beside the segmentation loss."""
+    m_in: float = -12.0
+    """Margin of known-class pixels: energy (``energy``) or RbA score (``rba``, e.g. -1)
+    above it is penalised."""
+    m_out: float = -6.0
+    """Margin of outlier pixels: energy or RbA score (``rba``, e.g. -0.1) below it is
+    penalised."""
+
+
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULERS: tuple[str, ...] = ("plateau", "poly", "none")
 WEIGHT_METHODS: tuple[str, ...] = ("median_freq", "inverse_log")
@@ -161,6 +205,9 @@ class TrainConfig:
     bn_momentum: float | None = None
     """Override the momentum of every BatchNorm layer (None = the model's own; torchvision's
     MobileNetV3 uses 0.01, slow for short runs from scratch)."""
+    init: str | None = None
+    """Checkpoint whose weights start the run (fine-tuning; same model and classes)."""
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
 
 
 @dataclass
@@ -173,91 +220,6 @@ class ExperimentConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _suggest(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(options)}"
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming ``where``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
-        if is_none and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, bool):
-            raise ConfigError(
-                f"{where}: expected a string, got the YAML boolean {value!r} "
-                f'(quote it, e.g. {where.rsplit(".", 1)[-1]}: "{str(value).lower()}")'
-            )
-        if isinstance(value, dict | list):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    types_ = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if key not in types_:
-            raise ConfigError(f"unknown config key '{where}'" + _suggest(key, sorted(types_)))
-        tp = types_[key]
-        if _is_dataclass_type(tp):
-            kwargs[key] = _build(tp, value or {}, f"{where}.")
-        else:
-            kwargs[key] = _coerce(value, tp, where)
-    return cls(**kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:

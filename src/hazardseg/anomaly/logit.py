@@ -1,5 +1,5 @@
 """The pure logit scores (:mod:`hazardseg.anomaly.scores`) as registered methods: msp, max_logit,
-energy and entropy."""
+energy, entropy, and rba (mask-classification models only)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,17 @@ def energy_method(temperature: float = 1.0) -> AnomalyMethod:
 def entropy_method() -> AnomalyMethod:
     """The ``entropy`` method."""
     return LogitScore("entropy", scores.entropy)
+
+
+@register_method(
+    "rba",
+    rank=35,
+    description=(
+        "-sum_c tanh(s_c) of a mask-classification model's semantic map (Nayal et al., ICCV "
+        "2023, RbA: Rejected by All)"
+    ),
+    families=("mask2former",),
+)
+def rba_method() -> AnomalyMethod:
+    """The ``rba`` method."""
+    return LogitScore("rba", scores.rba)

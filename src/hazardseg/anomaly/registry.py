@@ -21,19 +21,27 @@ METHODS: dict[str, Callable[..., AnomalyMethod]] = {}
 DESCRIPTIONS: dict[str, str] = {}
 """One line per registered method: what its score computes and where it comes from."""
 
+FAMILIES: dict[str, tuple[str, ...]] = {}
+"""Methods that only apply to some model families (name -> the families), e.g. ``rba``."""
+
 _RANKS: dict[str, int] = {}
 
 B = TypeVar("B", bound=Callable[..., AnomalyMethod])
 
 
-def register_method(name: str, *, rank: int, description: str) -> Callable[[B], B]:
+def register_method(
+    name: str, *, rank: int, description: str, families: tuple[str, ...] | None = None
+) -> Callable[[B], B]:
     """Decorator registering a method class (or a builder returning an AnomalyMethod) under
-    ``name``; ``rank`` orders the listing (reports, ``all``), ``description`` is its one line.
-    The builder's keyword parameters are the method's options."""
+    ``name``; ``rank`` orders the listing (reports, ``all``), ``description`` is its one line,
+    ``families`` the model families it applies to (None: every model). The builder's keyword
+    parameters are the method's options."""
 
     def decorate(builder: B) -> B:
         if name in METHODS:
             raise ValueError(f"anomaly method {name!r} is registered twice")
+        if families is not None:
+            FAMILIES[name] = tuple(families)
         _RANKS[name] = rank
         order = sorted([*METHODS, name], key=_RANKS.__getitem__)
         entries = {**METHODS, name: builder}
@@ -113,17 +121,30 @@ def _coerce_option(method: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def parse_methods(spec: str | list[str]) -> list[str]:
-    """Parse "all" or a comma-separated list of method names (validated, de-duplicated)."""
+def applies_to(name: str, family: str | None) -> bool:
+    """Whether method ``name`` applies to a model of ``family`` (None: a family-restricted
+    method does not)."""
+    return name not in FAMILIES or (family is not None and family in FAMILIES[name])
+
+
+def parse_methods(spec: str | list[str], family: str | None = None) -> list[str]:
+    """Parse "all" or a comma-separated list of method names (validated, de-duplicated) for a
+    model of ``family``: "all" leaves out the methods of other families, naming one of them
+    is a HazardsegError saying which families provide it."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in (i.strip() for i in items):
         if not item:
             continue
         if item == "all":
-            names.extend(n for n in METHODS if n not in names)
+            names.extend(n for n in METHODS if n not in names and applies_to(n, family))
             continue
         _builder(item)
+        if family is not None and not applies_to(item, family):
+            raise HazardsegError(
+                f"anomaly method '{item}' needs a {' or '.join(FAMILIES[item])} model "
+                f"(mask classification); this checkpoint is a {family} model"
+            )
         if item not in names:
             names.append(item)
     if not names:

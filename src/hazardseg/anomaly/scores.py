@@ -45,3 +45,10 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     z = _as_float32(logits)
     logp = torch.log_softmax(z, dim=1)
     return -(logp.exp() * logp).sum(dim=1)
+
+
+def rba(logits: torch.Tensor) -> torch.Tensor:
+    """RbA, "Rejected by All" (Nayal et al., ICCV 2023): ``-sum_c tanh(s_c)`` of a
+    mask-classification model's semantic map ``s`` (NazirNayal8/RbA ``evaluate_ood.py``)."""
+    z = _as_float32(logits)
+    return -torch.tanh(z).sum(dim=1)

@@ -109,6 +109,47 @@ def preview(
     typer.echo(f"wrote {out}")
 
 
+outliers_app = typer.Typer(
+    help="Write cut-outs of negative objects for outlier exposure (train.outliers).",
+    no_args_is_help=True,
+)
+
+
+@outliers_app.command("coco")
+def outliers_coco(
+    annotations: Path = typer.Option(
+        ...,
+        "--annotations",
+        metavar="FILE",
+        help="COCO instances file, e.g. instances_train2017.json.",
+    ),
+    images: Path = typer.Option(..., "--images", metavar="DIR", help="The COCO images folder."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder for the cut-outs."),
+    dataset: str = typer.Option(
+        "cityscapes",
+        "--dataset",
+        metavar="NAME",
+        help="Training dataset whose known classes are left out (streethazards, cityscapes, "
+        "bdd-anomaly).",
+    ),
+    exclude_classes: str = typer.Option(
+        "", "--exclude-classes", metavar="A,B", help="More COCO categories to leave out."
+    ),
+    min_area: int = typer.Option(1000, "--min-area", metavar="PX", help="Smallest instance kept."),
+    max_cutouts: int | None = typer.Option(None, "--max", metavar="N", help="At most N cut-outs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """RGBA cut-outs of COCO instances of categories the training dataset does not know (the
+    Meta-OoD recipe), for train.outliers.source=folder."""
+    from hazardseg.data.coco_outliers import write_coco_cutouts
+
+    names = [n.strip() for n in exclude_classes.split(",") if n.strip()]
+    manifest = write_coco_cutouts(
+        annotations, images, out, dataset, names, min_area, max_cutouts, progress
+    )
+    typer.echo(f"wrote {manifest['num_cutouts']} cut-outs to {out}")
+
+
 @data_app.command("index")
 def index(
     root: Path = typer.Argument(..., help="Dataset root."),
@@ -187,5 +228,6 @@ def register(app: typer.Typer) -> None:
     from hazardseg.cli import synth
 
     synth.register(data_app)
+    data_app.add_typer(outliers_app, name="outliers")
     app.add_typer(data_app, name="data")
     app.command("datasets")(datasets)

@@ -22,10 +22,11 @@ def resolve_train_config(
     out: Path,
     resume: bool,
     dataset: str | None = None,
+    init: Path | None = None,
 ) -> ExperimentConfig:
     """The experiment config of a ``train`` call: ``--config`` (or, with ``--resume`` and no
-    ``--config``, the run's own config.yaml), then ``--set`` overrides, then ``--data`` and
-    ``--dataset``."""
+    ``--config``, the run's own config.yaml), then ``--set`` overrides, then ``--data``,
+    ``--dataset`` and ``--init``."""
     from hazardseg.config import load_config
     from hazardseg.run_folder import RunFolder
 
@@ -34,6 +35,8 @@ def resolve_train_config(
         sets.append(f"data.root={json.dumps(str(data))}")
     if dataset is not None:
         sets.append(f"data.dataset={json.dumps(dataset)}")
+    if init is not None:
+        sets.append(f"train.init={json.dumps(str(init))}")
     if config is None:
         saved = RunFolder(out).config
         if not resume:
@@ -58,6 +61,12 @@ def train(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set train.lr=0.001 (repeatable)."
     ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        metavar="CKPT",
+        help="Start from this checkpoint's weights (fine-tuning; sets train.init).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last.pt."
@@ -77,7 +86,7 @@ def train(
     from hazardseg import distributed
     from hazardseg.training import fit
 
-    cfg = resolve_train_config(config, data, overrides, out, resume, dataset)
+    cfg = resolve_train_config(config, data, overrides, out, resume, dataset, init)
     result = fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     if distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
         return

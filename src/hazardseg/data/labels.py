@@ -17,6 +17,10 @@ import torch
 IGNORE_INDEX: int = 255
 """Mask value of pixels that belong to no evaluated class (and of padding), in every dataset."""
 
+OUTLIER_INDEX: int = 254
+"""Mask value of negative objects pasted into training images (outlier exposure); never in a
+dataset's own labels. The segmentation loss ignores it, the outlier objectives use it."""
+
 
 @dataclass(frozen=True)
 class LabelSpec:

@@ -128,6 +128,14 @@ class DatasetDef:
     label_has_channels: bool = False
     """Whether label files may be RGB images whose first channel holds the value."""
 
+    open_set_groups: tuple[str, ...] = ()
+    """Groups of the evaluation split for open-mIoU (each calibrated on the others); empty:
+    the dataset has none."""
+
+    def open_set_group(self, rel: str) -> str | None:
+        """The open-mIoU group of an image (None: none)."""
+        return None
+
     def frame_id(self, sample: Sample) -> str:
         """The benchmark's name of a frame (the image file's stem by default)."""
         return PurePosixPath(sample.rel).stem

@@ -229,8 +229,14 @@ class StreetHazardsDataset(DatasetDef):
     train_split, val_split, eval_split = "train", "validation", "test"
     markers = (("train/images/training",), ("train/images/validation",), ("test/images/test",))
 
+    open_set_groups = TOWNS["test"]
+
     def samples(self, root: Path, split: str) -> list[Sample]:
         return discover_samples(root, split)
+
+    def open_set_group(self, rel: str) -> str | None:
+        town = rel.split("/")[0]
+        return town if town in self.open_set_groups else None
 
     def per_image_pixels(self, exclude_unlabeled: bool) -> str | None:
         return None  # the official protocol's own words (hazardseg.metrics.ood_protocol)

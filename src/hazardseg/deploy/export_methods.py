@@ -13,7 +13,7 @@ from hazardseg.anomaly.base import AnomalyMethod
 from hazardseg.anomaly.state import AnomalyState
 from hazardseg.deploy import ExportError
 
-EXPORTABLE_METHODS: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml")
+EXPORTABLE_METHODS: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml", "rba")
 """Anomaly methods that are functions of the logits (plus fitted constants) and export."""
 NOT_EXPORTABLE_METHODS: dict[str, str] = {
     "heat": "needs the network's feature map and a per-image spatial KL over it; only the "
@@ -27,8 +27,13 @@ def _registered_methods() -> list[str]:
     return list(list_methods())
 
 
-def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
-    """Validated, de-duplicated method names; "all" = every exportable method."""
+def resolve_method_names(
+    methods: Sequence[str] | str | None, family: str | None = None
+) -> list[str]:
+    """Validated, de-duplicated method names; "all" = every exportable method that applies to
+    a model of ``family`` (``rba``: mask-classification models)."""
+    from hazardseg.anomaly.registry import FAMILIES, applies_to
+
     if methods is None:
         return []
     items = methods.split(",") if isinstance(methods, str) else list(methods)
@@ -37,8 +42,16 @@ def resolve_method_names(methods: Sequence[str] | str | None) -> list[str]:
         for item in (s.strip() for s in str(raw).split(",")):
             if not item:
                 continue
-            todo = list(EXPORTABLE_METHODS) if item == "all" else [item]
+            if item == "all":
+                todo = [m for m in EXPORTABLE_METHODS if applies_to(m, family)]
+            else:
+                todo = [item]
             for name in todo:
+                if name in FAMILIES and family is not None and not applies_to(name, family):
+                    raise ExportError(
+                        f"anomaly method '{name}' needs a {' or '.join(FAMILIES[name])} model; "
+                        f"this checkpoint is a {family} model"
+                    )
                 if name in NOT_EXPORTABLE_METHODS:
                     raise ExportError(
                         f"anomaly method '{name}' cannot be exported: "
@@ -65,6 +78,7 @@ def build_methods(
     checkpoint_sha256: str | None,
     wanted_fit: Mapping[str, Any] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    family: str | None = None,
 ) -> tuple[dict[str, AnomalyMethod], dict[str, dict[str, Any]]]:
     """Create the named methods with ``options`` (method -> keyword arguments); fitted ones
     (sml) take their statistics from ``state`` (the anomaly state file), which must belong to
@@ -73,7 +87,7 @@ def build_methods(
     from hazardseg.anomaly import create_method
 
     where = str(state.path) if state is not None else "the anomaly state"
-    resolved = resolve_method_names(list(names))
+    resolved = resolve_method_names(list(names), family)
     options = dict(options or {})
     stray = sorted(set(options) - set(resolved))
     if stray:

@@ -59,6 +59,7 @@ from hazardseg.deploy.onnx_graph import (
 from hazardseg.deploy.onnx_metadata import ExportSource, build_metadata
 from hazardseg.io import atomic_path
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
+from hazardseg.models.registry import get_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +333,9 @@ def export_checkpoint(
     from hazardseg.anomaly.state import AnomalyState, default_state_path
     from hazardseg.evaluation.spec import resolve_spec
 
-    names = resolve_method_names(methods)
     ckpt = open_checkpoint(checkpoint)
+    family = get_model_spec(ckpt.model_name).family
+    names = resolve_method_names(methods, family)
     spec = resolve_spec(ckpt.config)
     spath = Path(state_path) if state_path is not None else default_state_path(ckpt.path)
     if state_path is not None and not spath.is_file():
@@ -345,7 +347,7 @@ def export_checkpoint(
         "resize": spec.resize,
         "tta": "none",
     }
-    built, fits = build_methods(names, state, ckpt.sha256, wanted, method_options)
+    built, fits = build_methods(names, state, ckpt.sha256, wanted, method_options, family)
     thresholds = [
         t
         for t in (state.thresholds if state is not None else [])

@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def build_methods(
-    names: str | list[str], options: Mapping[str, Mapping[str, Any]] | None = None
+    names: str | list[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    family: str | None = None,
 ) -> dict[str, AnomalyMethod]:
-    """Create the methods named in ``names`` ("all" or a comma list) with per-method options."""
+    """Create the methods named in ``names`` ("all" or a comma list) with per-method options,
+    for a model of ``family`` (see :func:`hazardseg.anomaly.registry.parse_methods`)."""
     options = options or {}
-    selected = parse_methods(names)
+    selected = parse_methods(names, family)
     unknown = sorted(set(options) - set(selected))
     if unknown:
         raise HazardsegError(f"options given for method(s) not selected: {', '.join(unknown)}")

@@ -10,7 +10,7 @@ for the oracle components; nothing is kept on disk.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,11 @@ import torch
 from hazardseg.config import EvalConfig
 from hazardseg.data.labels import LabelSpec
 from hazardseg.data.registry import DatasetDef
+from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.components import component_section
 from hazardseg.metrics.collector import MetricCollector, check_protocols
 from hazardseg.metrics.components import ComponentMetrics, component_definition
+from hazardseg.metrics.open_set import CALIBRATION_SCALE, DEFAULT_TPR, OpenSetConfusion
 from hazardseg.metrics.smiyc import PIXEL_DEFINITION, component_settings
 
 TRACK_NAMES: dict[str, str] = {
@@ -33,13 +35,23 @@ TRACK_NAMES: dict[str, str] = {
 
 def anomaly_protocols(spec: EvalConfig, dataset: DatasetDef) -> tuple[str, ...]:
     """The protocols of the spec (``"auto"``: the dataset's own); empty when the dataset marks
-    no anomalies (e.g. Cityscapes: only segmentation is measured)."""
+    no anomalies (e.g. Cityscapes: only segmentation is measured). ``open_miou`` needs a
+    dataset with classes and test groups (StreetHazards' towns): HazardsegError otherwise."""
     if dataset.labels.anomaly_id is None:
         return ()
     text = str(spec.protocols).strip()
     if text == "auto":
         return check_protocols(dataset.protocols)
-    return check_protocols([p.strip() for p in text.split(",") if p.strip()])
+    protocols = check_protocols([p.strip() for p in text.split(",") if p.strip()])
+    if "open_miou" in protocols and (
+        dataset.labels.num_classes == 0 or not dataset.open_set_groups
+    ):
+        lacks = "test groups" if dataset.labels.num_classes else "classes"
+        raise HazardsegError(
+            f"--protocols open_miou: {dataset.title} has no {lacks} for it (open-mIoU "
+            "calibrates each test town on the other: StreetHazards)"
+        )
+    return protocols
 
 
 def smiyc_track(dataset: DatasetDef) -> str:
@@ -101,9 +113,11 @@ def float16_scores(scores: torch.Tensor) -> torch.Tensor:
 
 
 class SecondPass:
-    """The component metrics that need a threshold known only after the first pass: the
-    oracle components (pooled best-F1 thresholds) and the ``smiyc`` track's components
-    (``PixBinaryClass`` best-F1 thresholds, float16 scores). Feed it every batch again."""
+    """The metrics that need a threshold known only after the first pass: the oracle
+    components (pooled best-F1 thresholds), the ``smiyc`` track's components
+    (``PixBinaryClass`` best-F1 thresholds, float16 scores) and open-mIoU (each group's
+    threshold from the other groups; needs the predicted classes). Feed it every batch
+    again."""
 
     def __init__(
         self,
@@ -112,8 +126,17 @@ class SecondPass:
         track: str,
         exclude_unlabeled: bool,
         labels: LabelSpec,
+        open_thresholds: Mapping[str, dict[str, float]] | None = None,
+        group_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.track = track
+        self.labels = labels
+        self.group_of = group_of
+        self.open_set = {
+            n: OpenSetConfusion(labels.num_classes, t)
+            for n, t in (open_thresholds or {}).items()
+            if t
+        }
         self.oracle = MetricCollector(
             exclude_unlabeled=exclude_unlabeled, component_thresholds=oracle, labels=labels
         )
@@ -127,7 +150,7 @@ class SecondPass:
     @property
     def methods(self) -> set[str]:
         """The methods whose score maps the pass needs."""
-        return set(self.oracle.components) | set(self.smiyc.components)
+        return set(self.oracle.components) | set(self.smiyc.components) | set(self.open_set)
 
     @property
     def needed(self) -> bool:
@@ -135,17 +158,29 @@ class SecondPass:
         return bool(self.methods)
 
     def update(
-        self, ids: list[str], mask: torch.Tensor, scores: Mapping[str, torch.Tensor]
+        self,
+        ids: list[str],
+        mask: torch.Tensor,
+        scores: Mapping[str, torch.Tensor],
+        pred: torch.Tensor | None = None,
     ) -> None:
-        """Add a batch's score maps."""
+        """Add a batch's score maps (and predicted classes, for open-mIoU)."""
         self.oracle.update_scores(ids, mask, scores)
         wanted = {n: float16_scores(s) for n, s in scores.items() if n in self.smiyc.components}
         self.smiyc.update_scores(ids, mask, wanted)
+        if self.open_set and pred is not None:
+            is_anomaly, valid = self.labels.evaluation_masks(mask)
+            known = torch.where(valid & ~is_anomaly, mask.long(), torch.full_like(mask.long(), -1))
+            groups = [self.group_of(i) if self.group_of else None for i in ids]
+            for name, acc in self.open_set.items():
+                acc.update(pred, scores[name], known, is_anomaly, groups)
 
     def all_reduce(self) -> None:
         """Combine every rank's counts."""
         self.oracle.all_reduce()
         self.smiyc.all_reduce()
+        for acc in self.open_set.values():
+            acc.all_reduce()
 
     def oracle_sections(self, methods: list[str]) -> dict[str, dict[str, Any] | None]:
         """The ``components`` block of each method at its oracle threshold (None without)."""
@@ -159,3 +194,16 @@ class SecondPass:
     def smiyc_section(self, name: str, pixels: dict[str, Any]) -> dict[str, Any]:
         """The ``smiyc`` block of one method."""
         return smiyc_section(pixels, self.smiyc.components.get(name), self.track)
+
+    def open_set_section(
+        self, name: str, calibration: dict[str, dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """The ``open_set`` block of one method (None without two groups to calibrate on)."""
+        if name not in self.open_set:
+            return None
+        res = self.open_set[name].compute()
+        for group, info in res["groups"].items():
+            info["calibrated_on"] = calibration[group]["calibrated_on"]
+            info["threshold_exact"] = calibration[group]["exact"]
+        res.update(tpr=DEFAULT_TPR, scale=CALIBRATION_SCALE)
+        return res

@@ -23,6 +23,7 @@ from hazardseg.io import atomic_write_text
 from hazardseg.metrics.collector import MethodAccumulator
 from hazardseg.metrics.components import component_definition
 from hazardseg.metrics.ood_protocol import protocol_definitions
+from hazardseg.metrics.open_set import OPEN_SET_DEFINITION
 
 SCHEMA_VERSION = 1
 KIND = "evaluation"
@@ -152,6 +153,10 @@ def validate_results(data: Any, source: str = "results") -> None:
             comp = _check_dict(m["components"], f"{where}.components", _COMPONENT_FRACTIONS)
             for key in _COMPONENT_FRACTIONS:
                 _check_fraction(comp[key], f"{where}.components.{key}")
+        if m.get("open_set") is not None:
+            osr = _check_dict(m["open_set"], f"{where}.open_set", ("open_miou", "closed_miou"))
+            for key in ("open_miou", "closed_miou", "anomaly_iou"):
+                _check_fraction(osr.get(key), f"{where}.open_set.{key}")
         for section in ("oracle", "calibrated"):
             sec = m.get(section)
             if sec is None:
@@ -193,6 +198,8 @@ def protocol_section(
         from hazardseg.evaluation.protocols import smiyc_definitions
 
         definitions.update(smiyc_definitions(dataset))
+    if "open_miou" in protocols:
+        definitions["open_miou"] = OPEN_SET_DEFINITION
     negative = "known classes"
     if dataset is not None and dataset.labels.normal_id is not None:
         negative = "normal pixels"
@@ -219,6 +226,7 @@ def method_section(
     calibrated: dict[str, Any] | None,
     pooled: dict[str, Any],
     smiyc: dict[str, Any] | None = None,
+    open_set: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One entry of ``results["methods"]``; ``pooled`` is ``acc.pooled.compute()``,
     ``smiyc`` the SegmentMeIfYouCan block (when measured); ``per_image`` is None when that
@@ -270,6 +278,7 @@ def method_section(
             "num_skipped": int(per["num_skipped"]),
         },
         "smiyc": smiyc,
+        "open_set": open_set,
         "components": components,
         "calibrated": cal,
         "oracle": oracle,
@@ -327,11 +336,14 @@ def summary_table(results: dict[str, Any]) -> str:
     methods = results["methods"]
     has_per = any(m.get("per_image") for m in methods.values())
     has_smiyc = any(m.get("smiyc") for m in methods.values())
+    has_open = any(m.get("open_set") for m in methods.values())
     head = f"{'method':<10} | {'pooled AUROC':>12} {'AUPR':>6} {'FPR95':>6} | "
     if has_per:
         head += f"{'per-image AUROC':>15} {'AUPR':>6} {'FPR95':>6} | "
     if has_smiyc:
         head += f"{'SMIYC AP':>8} {'FPR95':>6} {'sIoU':>6} {'PPV':>6} {'F1':>6} | "
+    if has_open:
+        head += f"{'open mIoU':>9} | "
     head += f"{'comp F1':>7} | {'oracle F1':>9} {'calib F1':>8}"
     if methods:
         lines += [head, "-" * len(head)]
@@ -349,6 +361,8 @@ def summary_table(results: dict[str, Any]) -> str:
                 f"{_pct(sm.get('aupr')):>8} {_pct(sm.get('fpr95'))} {_pct(sc.get('mean_siou'))} "
                 f"{_pct(sc.get('mean_ppv'))} {_pct(sc.get('mean_f1'))} | "
             )
+        if has_open:
+            row += f"{_pct((m.get('open_set') or {}).get('open_miou')):>9} | "
         row += f"{_pct(comp):>7} | {_pct(oracle):>9} {_pct(cal):>8}"
         lines.append(row)
     t = results.get("timing") or {}

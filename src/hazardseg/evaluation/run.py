@@ -128,6 +128,7 @@ def _evaluate(
     device = prepared.device
     protocols = anomaly_protocols(spec, data.dataset)
     comp_source, comp_thresholds, comp_notes = _component_plan(spec, prepared)
+    group_of = data.dataset.open_set_group
     collector = MetricCollector(
         num_classes,
         list(methods),
@@ -136,6 +137,8 @@ def _evaluate(
         component_thresholds=comp_thresholds if comp_source == "calibrated" else None,
         labels=labels,
         protocols=protocols or ("pooled",),
+        group_of=group_of,
+        open_groups=sorted({g for s in dataset.samples if (g := group_of(s.rel))}),
     )
     writer = None
     if run.save_maps and out_dir:
@@ -180,6 +183,9 @@ def _evaluate(
             n: acc.pooled.compute(run.max_curve_points) for n, acc in collector.methods.items()
         }
         pixels = {n: a.smiyc.compute() for n, a in collector.methods.items() if a.smiyc}
+        calibration = {
+            n: a.open_set.thresholds() for n, a in collector.methods.items() if a.open_set
+        }
     times["finalize_s"] = time.perf_counter() - t_end
 
     comp: dict[str, Any] = dict.fromkeys(methods)
@@ -195,15 +201,17 @@ def _evaluate(
         track,
         spec.exclude_unlabeled,
         labels,
+        {n: {g: c["threshold"] for g, c in cal.items()} for n, cal in calibration.items()},
+        group_of,
     )
     if second.needed:
         t_o = time.perf_counter()
         with torch.inference_mode():
             wanted = {n: m for n, m in methods.items() if n in second.methods}
             for b in split_pass(
-                prepared, dataset, spec, methods=wanted, progress=run.progress, desc="components"
+                prepared, dataset, spec, methods=wanted, progress=run.progress, desc="second pass"
             ):
-                second.update(b.ids, b.mask, b.scores)
+                second.update(b.ids, b.mask, b.scores, b.logits.max(dim=1).indices)
             second.all_reduce()
         second_pass_s = time.perf_counter() - t_o
         times["components_s"] += second_pass_s
@@ -224,6 +232,7 @@ def _evaluate(
             prepared.thresholds.get(n),
             pooled[n],
             smiyc=second.smiyc_section(n, pixels[n]) if n in pixels else None,
+            open_set=second.open_set_section(n, calibration[n]) if n in calibration else None,
         )
         for n in methods
     }

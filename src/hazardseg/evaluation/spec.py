@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from hazardseg import precision
-from hazardseg.config import EvalConfig, _build, read_yaml_file
+from hazardseg.config import EvalConfig, read_yaml_file
 from hazardseg.errors import ConfigError, HazardsegError
 from hazardseg.metrics.collector import NONFINITE_POLICIES
+from hazardseg.typed_config import _build
 
 COMPONENT_MODES: tuple[str, ...] = ("calibrated", "oracle", "none")
 SPEC_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig))

@@ -20,12 +20,13 @@ from hazardseg import distributed
 from hazardseg.anomaly.state import AnomalyState
 from hazardseg.config import EvalConfig
 from hazardseg.data.transforms import build_eval_transform
-from hazardseg.errors import CheckpointError
+from hazardseg.errors import CheckpointError, HazardsegError
 from hazardseg.evaluation.methods import build_methods, fit_description, threshold_settings
 from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, state_file
 from hazardseg.inference.interface import Maps
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 from hazardseg.models.forward import forward_scores
+from hazardseg.models.registry import get_model_spec
 
 
 class MapPredictor:
@@ -58,7 +59,14 @@ class MapPredictor:
         self.device = distributed.resolve_device(self.spec.device)
         self.model = ckpt.model.to(self.device).eval()
         self.method_name = method
-        self.method = build_methods(method, run.method_options)[method]
+        family = get_model_spec(ckpt.model_name).family
+        methods = build_methods(method, run.method_options, family)
+        if list(methods) != [method]:
+            raise HazardsegError(
+                f"method {method!r}: predict draws one anomaly method at a time; "
+                f"choose one of {', '.join(methods)}"
+            )
+        self.method = methods[method]
         self.resize = self.spec.resize
         self.transform = build_eval_transform(self.resize, at_label_resolution=True)
         self.state = AnomalyState.open(state_file(run, ckpt.path), ckpt.sha256, for_writing=False)

@@ -10,7 +10,7 @@ merges and all-reduces like every accumulator (:class:`hazardseg.metrics.base.Ac
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,13 +21,15 @@ from hazardseg.metrics.base import Accumulator
 from hazardseg.metrics.components import ComponentMetrics
 from hazardseg.metrics.ood import PerImageOOD, PooledOOD
 from hazardseg.metrics.ood_protocol import default_labels
+from hazardseg.metrics.open_set import OpenSetCalibration
 from hazardseg.metrics.segmentation import ConfusionMatrix
 from hazardseg.metrics.smiyc import SmiycPixels
 
 NONFINITE_POLICIES: tuple[str, ...] = ("error", "exclude")
-ANOMALY_PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "smiyc")
-"""The pixel protocols a method can be measured with: ``pooled`` (always), ``per_image``
-(StreetHazards' official per-image protocol), ``smiyc`` (SegmentMeIfYouCan's binned metrics)."""
+ANOMALY_PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "smiyc", "open_miou")
+"""The protocols a method can be measured with: ``pooled`` (always), ``per_image``
+(StreetHazards' official per-image protocol), ``smiyc`` (SegmentMeIfYouCan's binned metrics),
+``open_miou`` (DenseHybrid's open-set mIoU; this pass collects its calibration pixels)."""
 
 
 def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
@@ -54,6 +56,7 @@ class MethodAccumulator(Accumulator):
         name: str,
         nonfinite: str = "error",
         protocols: Sequence[str] = ("pooled", "per_image"),
+        open_groups: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -71,6 +74,9 @@ class MethodAccumulator(Accumulator):
         self.smiyc: SmiycPixels | None = None
         if "smiyc" in self.protocols:
             self.add_child("smiyc", SmiycPixels())
+        self.open_set: OpenSetCalibration | None = None
+        if "open_miou" in self.protocols:
+            self.add_child("open_set", OpenSetCalibration(open_groups))
         self.nonfinite: int
         self.nonfinite_images: list[str]
         self.add_state("nonfinite", 0, "sum")
@@ -83,6 +89,7 @@ class MethodAccumulator(Accumulator):
         valid: torch.Tensor,
         ids: list[str],
         per_image_valid: torch.Tensor | None = None,
+        groups: Sequence[str | None] = (),
     ) -> None:
         """Add a batch: scores (N, H, W) float, masks (N, H, W) bool, one id per image.
 
@@ -103,6 +110,8 @@ class MethodAccumulator(Accumulator):
             self.per_image.update(scores, is_anomaly, pi_valid, image_ids=list(ids))
         if self.smiyc is not None:
             self.smiyc.update(scores, is_anomaly, valid, list(ids))
+        if self.open_set is not None:
+            self.open_set.update(scores, is_anomaly, valid, groups)
 
     def check_nonfinite(self, where: str) -> None:
         """Raise when non-finite scores were seen and the policy is ``"error"``."""
@@ -123,7 +132,8 @@ class MetricCollector(Accumulator):
     ``update(ids, mask, pred=None, scores=None)`` takes a batch: sample ids, class-id masks
     (N, H, W), predicted classes (N, H, W) and method -> score maps (N, H, W). ``labels`` (the
     dataset's mask ids; default StreetHazards') and ``exclude_unlabeled`` choose the
-    protocols' pixel sets, ``protocols`` the methods' protocols (:data:`ANOMALY_PROTOCOLS`),
+    protocols' pixel sets, ``protocols`` the methods' protocols (:data:`ANOMALY_PROTOCOLS`;
+    ``open_miou`` with ``group_of``, an image id's group, and ``open_groups``, every group),
     ``component_options`` the components' settings (``ComponentMetrics`` keywords besides the
     threshold); ``times`` holds the seconds spent
     per part (``segmentation_s``, ``ood_s``, ``components_s``).
@@ -140,9 +150,12 @@ class MetricCollector(Accumulator):
         labels: LabelSpec | None = None,
         protocols: Sequence[str] = ("pooled", "per_image"),
         component_options: Mapping[str, Any] | None = None,
+        group_of: Callable[[str], str | None] | None = None,
+        open_groups: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.exclude_unlabeled = bool(exclude_unlabeled)
+        self.group_of = group_of
         self.labels = labels or default_labels()
         self.segmentation: ConfusionMatrix | None = None
         if num_classes is not None:
@@ -150,7 +163,7 @@ class MetricCollector(Accumulator):
             self.add_child("segmentation", self.segmentation)
         self.methods: dict[str, MethodAccumulator] = {}
         for name in methods:
-            self.methods[name] = MethodAccumulator(name, nonfinite, protocols)
+            self.methods[name] = MethodAccumulator(name, nonfinite, protocols, open_groups)
             self.add_child(f"method:{name}", self.methods[name])
         self.components: dict[str, ComponentMetrics] = {}
         for name, threshold in (component_thresholds or {}).items():
@@ -182,9 +195,10 @@ class MetricCollector(Accumulator):
             pi_valid = None
             if any(a.per_image is not None for a in self.methods.values()):
                 _, pi_valid = self.labels.per_image_masks(mask, self.exclude_unlabeled)
+            groups = [self.group_of(i) for i in ids] if self.group_of else [None] * len(ids)
             for name, acc in self.methods.items():
                 if name in scores:
-                    acc.update(scores[name], is_anom, valid, ids, per_image_valid=pi_valid)
+                    acc.update(scores[name], is_anom, valid, ids, pi_valid, groups)
         t1 = time.perf_counter()
         for name, comp in self.components.items():
             if name in scores:

@@ -1,10 +1,17 @@
 """Segmentation networks: registry, checkpoints and inference helpers.
 
-Importing the package imports every model family (deeplab, lraspp, smp_models, hiera), whose
+Importing the package imports every model family (deeplab, lraspp, smp_models, hiera,
+mask2former), whose
 ``@register_model`` builders fill the registry.
 """
 
-from hazardseg.models import deeplab, hiera, lraspp, smp_models  # noqa: F401  (register)
+from hazardseg.models import (  # noqa: F401  (register)
+    deeplab,
+    hiera,
+    lraspp,
+    mask2former,
+    smp_models,
+)
 from hazardseg.models.base import SegmentationModel
 from hazardseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from hazardseg.models.forward import autocast_context, prepare_for_inference

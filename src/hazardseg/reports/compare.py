@@ -75,8 +75,10 @@ def _planned_files(out: Path, name: str, entries: Sequence[ResultsEntry]) -> dic
         "bars_pooled": out / f"{name}_bars_pooled.png",
         "bars_per_image": out / f"{name}_bars_per_image.png",
     }
-    if any(m.get("smiyc") for e in entries for m in (e.results.get("methods") or {}).values()):
-        files["csv_smiyc"] = out / f"{name}_smiyc.csv"
+    for protocol in ("smiyc", "open_set"):
+        methods = (m for e in entries for m in (e.results.get("methods") or {}).values())
+        if any(m.get(protocol) for m in methods):
+            files[f"csv_{protocol}"] = out / f"{name}_{protocol}.csv"
     for e in entries:
         files[f"curves:{e.label}"] = out / f"{name}_curves_{slug(e.label)}.png"
     return files

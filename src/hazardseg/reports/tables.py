@@ -23,7 +23,7 @@ from hazardseg.reports.sources import (
     lookup,
 )
 
-PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components", "smiyc")
+PROTOCOLS: tuple[str, ...] = ("pooled", "per_image", "components", "smiyc", "open_set")
 PROTOCOL_TITLES: dict[str, str] = {
     "pooled": "Pooled (one curve over all pixels of the split)",
     "per_image": "Per image (averaged over images with both classes; official protocol)",
@@ -35,6 +35,10 @@ PROTOCOL_TITLES: dict[str, str] = {
     "smiyc": (
         "SegmentMeIfYouCan's own numbers (PixBinaryClass binned pixel metrics; SegEval of the "
         "track at its best-F1 threshold)"
+    ),
+    "open_set": (
+        "Open-set segmentation (DenseHybrid's open-mIoU: each test town thresholded at 95% TPR "
+        "of the other)"
     ),
 }
 
@@ -77,6 +81,12 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("ppv", "PPV", "higher", "pct"),
         Column("f1", "mean F1", "higher", "pct"),
         Column("track", "track", None, "text"),
+    ),
+    "open_set": (
+        Column("closed_miou", "closed mIoU", "higher", "pct"),
+        Column("open_miou", "open mIoU", "higher", "pct"),
+        Column("miou_drop", "mIoU drop", "lower", "pct"),
+        Column("anomaly_iou", "anomaly IoU", "higher", "pct"),
     ),
     "components": (
         _MIOU,
@@ -121,6 +131,11 @@ def _method_values(results: dict[str, Any], m: dict[str, Any], protocol: str) ->
             aupr=per.get("aupr"),
             fpr95=per.get("fpr95"),
             num_images=per.get("num_images"),
+        )
+    elif protocol == "open_set":
+        osr = m.get("open_set") or {}
+        out.update(
+            {k: osr.get(k) for k in ("closed_miou", "open_miou", "miou_drop", "anomaly_iou")}
         )
     elif protocol == "smiyc":
         sm = m.get("smiyc") or {}
@@ -189,14 +204,14 @@ def build_tables(entries: Sequence[ResultsEntry], allow_mixed: bool = False) -> 
         rows = []
         for e in entries:
             for name, m in (e.results.get("methods") or {}).items():
-                if protocol in ("components", "smiyc") and not m.get(protocol):
+                if protocol in ("components", "smiyc", "open_set") and not m.get(protocol):
                     continue
                 row: dict[str, Any] = {"model": e.label, "method": name}
                 row.update({k: comparison_value(e.results, k) for k in mixed})
                 row.update(_method_values(e.results, m, protocol))
                 rows.append(row)
-        if protocol == "smiyc" and not rows:
-            continue  # no result measured SegmentMeIfYouCan's protocol
+        if protocol in ("smiyc", "open_set") and not rows:
+            continue  # no result measured this protocol
         cols = COLUMNS[protocol]
         group = "threshold_source" if protocol == "components" else None
         tables[protocol] = Table(protocol, id_columns, cols, rows, mark_best(rows, cols, group))

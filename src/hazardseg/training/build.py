@@ -11,11 +11,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from hazardseg import distributed
 from hazardseg.config import ExperimentConfig, TrainConfig
-from hazardseg.data.registry import DatasetDef
+from hazardseg.data.outliers import OutlierPaster, PasteThen
+from hazardseg.data.registry import DatasetDef, get_dataset
 from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import build_eval_transform, build_train_transform
 from hazardseg.distributed import DistContext
-from hazardseg.errors import DataError
+from hazardseg.errors import CheckpointError, DataError
+from hazardseg.models.checkpoint import open_checkpoint
 from hazardseg.models.registry import create_model
 
 
@@ -47,6 +49,9 @@ def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
     train_ds = source.open(
         d.train_split, build_train_transform(cfg.augment), max_images=d.max_train_images
     )
+    if cfg.train.outliers.source != "none":
+        paster = OutlierPaster(cfg.train.outliers, train_ds.samples)
+        train_ds.transform = PasteThen(paster, build_train_transform(cfg.augment))
     val_ds = source.open(
         d.val_split,
         build_eval_transform(cfg.eval.resize, at_label_resolution=cfg.eval.at_label_resolution),
@@ -88,6 +93,35 @@ def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
     return Loaders(train_loader, val_loader, sampler, generator, labels, source.dataset)
 
 
+def model_options(cfg: ExperimentConfig) -> dict[str, int]:
+    """The builder options the config sets (mask2former: ``num_queries``, ``decoder_layers``)."""
+    keys = ("num_queries", "decoder_layers")
+    return {k: getattr(cfg.model, k) for k in keys if getattr(cfg.model, k) is not None}
+
+
+def init_weights(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
+    """Load ``cfg.train.init``'s weights into ``model`` (fine-tuning); CheckpointError in one
+    line when the checkpoint holds another model or other classes."""
+    assert cfg.train.init is not None
+    ckpt = open_checkpoint(cfg.train.init)
+    names = list(get_dataset(cfg.data.dataset).class_names)
+    if ckpt.model_name != cfg.model.name:
+        raise CheckpointError(
+            f"--init {cfg.train.init}: holds a {ckpt.model_name} model, but model.name is "
+            f"{cfg.model.name}; fine-tune the same model"
+        )
+    if ckpt.num_classes != cfg.model.num_classes or (
+        ckpt.class_names and list(ckpt.class_names) != names
+    ):
+        raise CheckpointError(
+            f"--init {cfg.train.init}: its model predicts {ckpt.num_classes} classes "
+            f"({', '.join((ckpt.class_names or [])[:3])}...), the run's dataset "
+            f"{cfg.data.dataset} has {cfg.model.num_classes} ({', '.join(names[:3])}...); "
+            "fine-tune on the classes the model was trained on"
+        )
+    model.load_state_dict(ckpt.model.state_dict())
+
+
 def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
     """Set the running-statistics momentum of every BatchNorm layer; return how many."""
     n = 0
@@ -101,7 +135,11 @@ def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
 def build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
     """``cfg.model`` on this process's device (SyncBatchNorm and channels_last as configured)."""
     assert cfg.model.num_classes is not None
-    model = create_model(cfg.model.name, cfg.model.num_classes, cfg.model.pretrained)
+    model = create_model(
+        cfg.model.name, cfg.model.num_classes, cfg.model.pretrained, **model_options(cfg)
+    )
+    if cfg.train.init:
+        init_weights(model, cfg)
     if cfg.train.bn_momentum is not None:
         set_bn_momentum(model, cfg.train.bn_momentum)
     if ctx.enabled and cfg.train.sync_bn and ctx.device.type == "cuda":

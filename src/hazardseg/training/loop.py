@@ -44,6 +44,7 @@ from hazardseg.training.engine import (
 )
 from hazardseg.training.losses import SegmentationLoss
 from hazardseg.training.metrics_log import MetricLogger, MetricsLog, TrainProgress
+from hazardseg.training.outlier_losses import OutlierObjective
 from hazardseg.training.rules import complete_config, validate_config
 from hazardseg.training.schedule import EarlyStopping, Scheduler, build_optimizer
 from hazardseg.training.steps import (
@@ -135,7 +136,13 @@ def _build_run(
     model = build_model(cfg, ctx)
     resume_from = prepare_out_dir(cfg, out_dir, ctx, resume, overwrite)
     weights = run_class_weights(cfg, out_dir, data.label_paths, ctx)
-    criterion = SegmentationLoss(cfg.model.num_classes, t.aux_weight, weights).to(ctx.device)
+    outlier = None
+    if t.outliers.source != "none":
+        o = t.outliers
+        outlier = OutlierObjective(o.objective, o.weight, o.m_in, o.m_out)
+    query_loss = getattr(model, "query_loss", None)
+    criterion = SegmentationLoss(cfg.model.num_classes, t.aux_weight, weights, outlier, query_loss)
+    criterion = criterion.to(ctx.device)
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = Scheduler(optimizer, t, total_iters=t.epochs * iterations_per_epoch(data.train, t))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision.needs_scaler)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +14,19 @@ from hazardseg.errors import ConfigError
 
 
 class SegmentationLoss(torch.nn.Module):
-    """``CE(out) + aux_weight * CE(aux)``; targets outside ``0..C-1`` (anomaly, 255) ignored."""
+    """``CE(out) + aux_weight * CE(aux)`` (+ ``outlier(outputs, target)``, the
+    outlier-exposure objective, when given); targets outside ``0..C-1`` (anomaly, pasted
+    outliers, 255) are ignored by the cross-entropy. A mask-classification model returns its
+    ``"queries"`` in training: ``query_loss(queries, target)`` (its set-prediction loss)
+    replaces the cross-entropy."""
 
     def __init__(
-        self, num_classes: int, aux_weight: float = 0.4, weight: torch.Tensor | None = None
+        self,
+        num_classes: int,
+        aux_weight: float = 0.4,
+        weight: torch.Tensor | None = None,
+        outlier: torch.nn.Module | None = None,
+        query_loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if aux_weight < 0 or not math.isfinite(aux_weight):
@@ -23,6 +34,8 @@ class SegmentationLoss(torch.nn.Module):
         self.num_classes = int(num_classes)
         self.aux_weight = float(aux_weight)
         self.register_buffer("weight", weight.float() if weight is not None else None)
+        self.outlier = outlier
+        self.query_loss = query_loss
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = torch.where(
@@ -43,7 +56,12 @@ class SegmentationLoss(torch.nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Loss of a model output dict (``out`` and optionally ``aux``) against ``target``."""
-        loss = self._ce(outputs["out"], target)
+        if "queries" in outputs and self.query_loss is not None:
+            loss = self.query_loss(outputs["queries"], target)
+        else:
+            loss = self._ce(outputs["out"], target)
         if "aux" in outputs and self.aux_weight > 0:
             loss = loss + self.aux_weight * self._ce(outputs["aux"], target)
+        if self.outlier is not None:
+            loss = loss + self.outlier(outputs, target)
         return loss

@@ -15,6 +15,7 @@ from hazardseg.config import (
     WEIGHT_METHODS,
     ExperimentConfig,
 )
+from hazardseg.data.outliers import check_outlier_config, cutout_files
 from hazardseg.data.registry import DatasetDef, get_dataset
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.models.registry import get_model_spec
@@ -68,6 +69,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         value = getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
         if not ok(value):
             raise ConfigError(f"{key}={value!r}: expected {expected}")
+    check_outlier_config(t.outliers)
+    if t.outliers.source == "folder":
+        cutout_files(str(t.outliers.folder))
+    if t.init is not None and not Path(t.init).is_file():
+        raise DataError(f"train.init={t.init}: checkpoint not found")
     if t.class_weights and t.class_weight_method not in WEIGHT_METHODS:
         method, options = t.class_weight_method, ", ".join(WEIGHT_METHODS)
         raise ConfigError(f"train.class_weight_method={method!r}: expected one of {options}")
