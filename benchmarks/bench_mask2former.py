@@ -1,9 +1,10 @@
 """Mask2Former (``mask2former_tiny``) and RbA on the demo setting, against LR-ASPP.
 
 For each seed: train ``configs/mask2former_tiny_cpu.yaml`` (``train.seed``), evaluate every
-method (``rba`` included) on the test split; fine-tune it with synthetic negatives and RbA's
-outlier objective (``train.outliers.objective=rba``, the authors' config defaults
-``m_in=-1``, ``m_out=-0.1``, weight 1) and evaluate again. The LR-ASPP numbers to compare with
+method (``rba`` included) on the test split (pooled, per-image and open-mIoU protocols);
+fine-tune it with synthetic negatives and RbA's outlier objective
+(``train.outliers.objective=rba``, the authors' config defaults ``m_in=-1``, ``m_out=-0.1``,
+weight 1) and evaluate again. The LR-ASPP numbers to compare with
 come from ``benchmarks/bench_outlier_exposure.py``'s output folder (``--lraspp DIR``: its
 ``seedN/base`` and ``seedN/oe`` evaluations of the same seeds). Also: the time of a training
 epoch of both models (from their ``metrics.jsonl``) and the forward time at 1280x720 of
@@ -59,7 +60,8 @@ def images_per_second(run_dir: Path) -> float:
 def evaluate(ckpt: Path, data: Path, out: Path) -> dict:
     if not (out / "results.json").is_file():
         run(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out),
-             "--fit-images", "50", "--components", "none", "--quiet"])  # fmt: skip
+             "--fit-images", "50", "--components", "none", "--quiet",
+             "--protocols", "pooled,per_image,open_miou"])  # fmt: skip
     return json.loads((out / "results.json").read_text())
 
 
@@ -120,6 +122,10 @@ def aupr(res: dict, method: str) -> float:
     return res["methods"][method]["pooled"]["aupr"]
 
 
+def open_miou(res: dict, method: str) -> float:
+    return res["methods"][method]["open_set"]["open_miou"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -141,13 +147,15 @@ def main() -> None:
     lr_ips = [images_per_second(args.lraspp / f"seed{s}" / "base") for s in seeds]
     (args.out / "summary.json").write_text(json.dumps(runs, indent=1, default=str))
     print(f"\n{len(seeds)} seed(s) {seeds}; pooled AUPR %, mean ± std")
-    print("| method | mask2former_tiny | + RbA outlier fine-tuning |\n|---|---|---|")
+    print("| method | mask2former_tiny | + RbA outlier fine-tuning | open mIoU | open mIoU after |")
+    print("|---|---|---|---|---|")
     for m in runs[0]["base"]["methods"]:
         row = [
             mean_std([aupr(r["base"], m) for r in runs]),
             mean_std([aupr(r["rba"], m) for r in runs]),
+            *(mean_std([open_miou(r[k], m) for r in runs]) for k in ("base", "rba")),
         ]
-        print(f"| {m} | {row[0]} | {row[1]} |")
+        print(f"| {m} | " + " | ".join(row) + " |")
     print("validation mIoU mask2former_tiny: " + mean_std([r["val"] for r in runs]))
     for kind in ("base", "oe"):
         best = max(
