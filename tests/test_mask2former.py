@@ -107,6 +107,27 @@ def test_bad_configs_are_one_line_before_building() -> None:
         create_model("mask2former_swin_x", num_classes=5)
 
 
+def test_init_from_a_checkpoint_built_with_other_options(
+    shared_tiny_tree: Path, tmp_path: Path
+) -> None:
+    from hazardseg.config import ExperimentConfig
+    from hazardseg.data.classes import KNOWN_CLASS_NAMES
+    from hazardseg.errors import CheckpointError
+    from hazardseg.models.checkpoint import save_checkpoint
+    from hazardseg.training import fit
+
+    ckpt = tmp_path / "m2f.pt"
+    save_checkpoint(ckpt, create_model("mask2former_tiny", 13, num_queries=6),
+                    model_name="mask2former_tiny", class_names=list(KNOWN_CLASS_NAMES),
+                    config=ExperimentConfig(), epoch=1, best_metric=0.0)  # fmt: skip
+    sets = ["model.name=mask2former_tiny", "model.num_queries=8", "train.class_weights=false",
+            f"data.root={shared_tiny_tree}", f"train.init={ckpt}"]  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"options \{'num_queries': 6\}") as info:
+        fit(load_config(None, sets), tmp_path / "run", progress=False)
+    assert "num_queries': 8" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_rba_only_for_mask_classification_models() -> None:
     assert "rba" not in parse_methods("all", "lraspp")
     assert "rba" not in parse_methods("all")

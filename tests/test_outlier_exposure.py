@@ -5,6 +5,7 @@ checkpoint, and bad input (one line each, nothing written)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from hazardseg.cli import main
 from hazardseg.config import OutlierConfig, load_config
+from hazardseg.data.coco_outliers import write_coco_cutouts
 from hazardseg.data.labels import OUTLIER_INDEX
 from hazardseg.data.outliers import OutlierPaster, cutout_files
 from hazardseg.data.synth.negatives import SHAPES, SURFACES, draw_negative
@@ -189,6 +191,69 @@ def test_coco_cutouts_leave_out_known_classes(tmp_path: Path) -> None:
     assert main([*args, *bad]) == 2
 
 
+@pytest.mark.parametrize(
+    ("edit", "extra", "message"),
+    [
+        (lambda d: d.pop("annotations"), [], "no 'annotations' list"),
+        (lambda d: d.pop("images"), [], "no 'images' list"),
+        (lambda d: [a.pop("category_id") for a in d["annotations"]], [], "lacks 'category_id'"),
+        (lambda d: d["images"].pop(), [], "refers to image id 2"),
+        (lambda d: d["annotations"][3].pop("segmentation"), [], "no readable segmentation"),
+        (lambda d: None, ["--dataset", "street-hazards"], "'street-hazards': no list"),
+        (lambda d: None, ["--max", "-1"], "--max -1: expected a positive"),
+    ],
+)
+def test_coco_bad_files_and_options_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, extra, message
+) -> None:
+    ann, images = coco_fixture(tmp_path)
+    doc = json.loads(ann.read_text())
+    edit(doc)
+    ann.write_text(json.dumps(doc))
+    out = tmp_path / "cutouts"
+    args = ["data", "outliers", "coco", "--annotations", str(ann), "--images", str(images)]
+    code = main([*args, "--out", str(out), "--min-area", "100", "--no-progress", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists() and not list(tmp_path.glob(".cutouts.*"))
+
+
+def test_crowd_flag_may_be_absent(tmp_path: Path) -> None:
+    ann, images = coco_fixture(tmp_path)
+    doc = json.loads(ann.read_text())
+    for a in doc["annotations"]:
+        a.pop("iscrowd")  # absent means not crowd, as in COCO's own reader
+    ann.write_text(json.dumps(doc))
+    out = tmp_path / "cutouts"
+    manifest = write_coco_cutouts(ann, images, out, "cityscapes", min_area=100)
+    assert manifest["num_cutouts"] == 1  # the formerly crowd car is still a car: left out
+    assert sorted(p.name for p in out.glob("*.png")) == ["2_4.png"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["train.outliers.scale=null"], "synthetic negatives are drawn at a size"),
+        (["train.outliers.weight=.inf"], "train.outliers.weight=inf: expected a finite"),
+        (["model.name=lraspp_mobilenet_v3", "train.outliers.objective=rba"], "a lraspp model"),
+        (["model.name=mask2former_tiny", "train.class_weights=true", "train.outliers.source=none"],
+         "train.class_weights=true: mask2former_tiny trains with the set-prediction loss"),
+    ],
+)  # fmt: skip
+def test_outlier_settings_refused_before_anything_is_written(
+    shared_tiny_tree: Path, tmp_path: Path, sets: list[str], message: str
+) -> None:
+    from hazardseg.errors import HazardsegError
+    from hazardseg.training import fit
+
+    base = ["train.outliers.source=synthetic", f"data.root={shared_tiny_tree}"]
+    cfg = load_config(None, [*base, *sets])
+    with pytest.raises(HazardsegError, match=re.escape(message)) as info:
+        fit(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_fine_tuning_with_negatives_keeps_the_classes(
     shared_tiny_tree: Path, tmp_path: Path
@@ -211,3 +276,8 @@ def test_fine_tuning_with_negatives_keeps_the_classes(
     with pytest.raises(Exception, match="holds a lraspp_mobilenet_v3 model"):
         fit(load_config(None, wrong), tmp_path / "c", progress=False)
     assert not (tmp_path / "c" / "config.yaml").exists()
+    # a resumed fine-tuning continues from its last.pt: the --init file is not needed again
+    (tmp_path / "a" / "best.pt").unlink()
+    more = fit(load_config(None, [*tuned, "train.epochs=2"]), tmp_path / "b", resume=True,
+               progress=False)  # fmt: skip
+    assert more["epochs_run"] == 2

@@ -73,14 +73,32 @@ def write_coco_cutouts(
         raise DataError(f"{ann_path}: COCO annotations file not found")
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: COCO image folder not found")
+    if dataset not in KNOWN_COCO:
+        raise DataError(
+            f"--dataset {dataset!r}: no list of its known classes among COCO's categories "
+            f"(lists for: {', '.join(KNOWN_COCO)}); name one of them, and add any other known "
+            "class with --exclude-classes"
+        )
+    if max_cutouts is not None and max_cutouts < 1:
+        raise DataError(f"--max {max_cutouts}: expected a positive number of cut-outs")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; choose another --out")
     try:
         coco = coco_mod.COCO(str(ann_path))
-    except (ValueError, KeyError, TypeError, AssertionError, OSError) as exc:
+    except KeyError as exc:
+        raise DataError(f"{ann_path}: not a COCO instances file (an entry lacks {exc})") from None
+    except (ValueError, TypeError, AssertionError, OSError) as exc:
         raise DataError(f"{ann_path}: not a COCO instances file ({exc})") from None
-    cats = {c["name"]: c["id"] for c in coco.loadCats(coco.getCatIds())}
-    left_out = [*KNOWN_COCO.get(dataset, ()), *exclude]
+    missing = [k for k in ("images", "annotations", "categories") if k not in coco.dataset]
+    if missing:
+        raise DataError(f"{ann_path}: not a COCO instances file (no {missing[0]!r} list)")
+    try:
+        cats = {c["name"]: c["id"] for c in coco.dataset["categories"]}
+        anns = [a for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)]
+        anns = [(a["id"], a["image_id"], a["category_id"], a.get("area", 0), a) for a in anns]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{ann_path}: not a COCO instances file (an entry lacks {exc})") from None
+    left_out = [*KNOWN_COCO[dataset], *exclude]
     unknown = [n for n in exclude if n not in cats]
     if unknown:
         raise DataError(
@@ -88,12 +106,15 @@ def write_coco_cutouts(
             f"(e.g. {', '.join(list(cats)[:5])})"
         )
     keep = {cid for name, cid in cats.items() if name not in left_out}
-    anns = [
-        a
-        for a in coco.loadAnns(coco.getAnnIds(iscrowd=False))
-        if a["category_id"] in keep and a.get("area", 0) >= min_area
-    ]
-    anns.sort(key=lambda a: (a["image_id"], a["id"]))
+    anns = sorted(anns, key=lambda t: (t[1], t[0]))  # by image, then annotation id
+    anns = [a for a in anns if a[2] in keep and a[3] >= min_area]
+    orphan = next((a for a in anns if "file_name" not in coco.imgs.get(a[1], {})), None)
+    if orphan is not None:
+        raise DataError(
+            f"{ann_path}: annotation {orphan[0]} refers to image id {orphan[1]}, which is not "
+            "in its 'images' list with a file_name"
+        )
+    anns = [a[4] for a in anns]
     if max_cutouts is not None:
         anns = anns[:max_cutouts]
     if not anns:
@@ -106,9 +127,14 @@ def write_coco_cutouts(
     try:
         written = []
         for ann in track(anns, len(anns), "COCO cut-outs", unit="cut-out", enabled=progress):
-            info = coco.loadImgs(ann["image_id"])[0]
+            info = coco.imgs[ann["image_id"]]
             rgb = np.asarray(load_image(image_dir / info["file_name"]))
-            mask = coco.annToMask(ann).astype(bool)
+            try:
+                mask = coco.annToMask(ann).astype(bool)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise DataError(
+                    f"{ann_path}: annotation {ann['id']} has no readable segmentation ({exc})"
+                ) from None
             if mask.shape != rgb.shape[:2]:
                 raise DataError(
                     f"{image_dir / info['file_name']}: size {rgb.shape[1]}x{rgb.shape[0]} "

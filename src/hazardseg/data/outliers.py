@@ -13,6 +13,7 @@ pastes the same objects whatever the number of workers, and a resumed run contin
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,9 +48,10 @@ def check_outlier_config(cfg: OutlierConfig) -> None:
         ("prob", 0 <= cfg.prob <= 1, "a probability in [0, 1]"),
         ("count", 1 <= cfg.count[0] <= cfg.count[1], "1 <= min <= max, e.g. [1, 2]"),
         ("cutpaste", 0 <= cfg.cutpaste <= 1, "a share in [0, 1]"),
-        ("weight", cfg.weight >= 0, "a weight >= 0"),
+        ("weight", math.isfinite(cfg.weight) and cfg.weight >= 0, "a finite weight >= 0"),
         ("blend", cfg.blend in ("feather", "none"), "feather or none"),
-        ("m_in", cfg.m_in < cfg.m_out, "m_in < m_out (energy margins)"),
+        ("m_in", math.isfinite(cfg.m_in) and cfg.m_in < cfg.m_out, "m_in < m_out (margins)"),
+        ("m_out", math.isfinite(cfg.m_out), "a finite margin"),
     )
     for key, ok, expected in checks:
         if not ok:
@@ -58,6 +60,11 @@ def check_outlier_config(cfg: OutlierConfig) -> None:
         raise ConfigError(
             f"train.outliers.scale={list(cfg.scale)}: expected 0 < min <= max <= 1 (fractions of "
             "the image's shorter side) or null (cut-outs at their own size)"
+        )
+    if cfg.source == "synthetic" and cfg.scale is None:
+        raise ConfigError(
+            "train.outliers.scale=null: synthetic negatives are drawn at a size, so they need "
+            "a range [min, max] (fractions of the image's shorter side, e.g. [0.1, 0.35])"
         )
     if cfg.source == "folder" and not cfg.folder:
         raise ConfigError("train.outliers.source=folder needs train.outliers.folder=DIR")

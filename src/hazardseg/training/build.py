@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -99,6 +100,10 @@ def model_options(cfg: ExperimentConfig) -> dict[str, int]:
     return {k: getattr(cfg.model, k) for k in keys if getattr(cfg.model, k) is not None}
 
 
+def _set_options(options: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(options or {}).items() if v is not None}
+
+
 def init_weights(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
     """Load ``cfg.train.init``'s weights into ``model`` (fine-tuning); CheckpointError in one
     line when the checkpoint holds another model or other classes."""
@@ -119,7 +124,20 @@ def init_weights(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
             f"{cfg.data.dataset} has {cfg.model.num_classes} ({', '.join(names[:3])}...); "
             "fine-tune on the classes the model was trained on"
         )
-    model.load_state_dict(ckpt.model.state_dict())
+    own, theirs = model.state_dict(), ckpt.model.state_dict()
+    differ = sorted(
+        k for k in own.keys() | theirs.keys()
+        if k not in own or k not in theirs or own[k].shape != theirs[k].shape
+    )  # fmt: skip
+    if differ:
+        raise CheckpointError(
+            f"--init {cfg.train.init}: its {ckpt.model_name} was built with options "
+            f"{_set_options(ckpt.info.get('model_options'))}, the run's with "
+            f"{model_options(cfg)} "
+            f"({len(differ)} weights differ in shape, e.g. {differ[0]}); fine-tune with the "
+            "checkpoint's model settings"
+        )
+    model.load_state_dict(theirs)
 
 
 def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
@@ -132,13 +150,15 @@ def set_bn_momentum(model: torch.nn.Module, momentum: float) -> int:
     return n
 
 
-def build_model(cfg: ExperimentConfig, ctx: DistContext) -> torch.nn.Module:
-    """``cfg.model`` on this process's device (SyncBatchNorm and channels_last as configured)."""
+def build_model(cfg: ExperimentConfig, ctx: DistContext, *, init: bool = True) -> torch.nn.Module:
+    """``cfg.model`` on this process's device (SyncBatchNorm and channels_last as configured),
+    with ``train.init``'s weights when set and ``init`` (False when resuming: last.pt holds
+    the weights)."""
     assert cfg.model.num_classes is not None
     model = create_model(
         cfg.model.name, cfg.model.num_classes, cfg.model.pretrained, **model_options(cfg)
     )
-    if cfg.train.init:
+    if cfg.train.init and init:
         init_weights(model, cfg)
     if cfg.train.bn_momentum is not None:
         set_bn_momentum(model, cfg.train.bn_momentum)

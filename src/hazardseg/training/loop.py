@@ -70,7 +70,7 @@ def fit(
     rank 0 writes files.
     """
     cfg = config_from_dict(config_to_dict(cfg))  # private, validated copy
-    validate_config(cfg)
+    validate_config(cfg, resuming=resume and RunFolder(out_dir).last.is_file())
     cfg = complete_config(cfg)
     threads = torch.get_num_threads()
     if cfg.train.num_threads is not None:
@@ -133,7 +133,7 @@ def _build_run(
     # Data and model errors (missing split, missing pretrained weights) surface before
     # anything is written to the run directory.
     data = build_loaders(cfg, ctx)
-    model = build_model(cfg, ctx)
+    model = build_model(cfg, ctx, init=not (resume and RunFolder(out_dir).last.is_file()))
     resume_from = prepare_out_dir(cfg, out_dir, ctx, resume, overwrite)
     weights = run_class_weights(cfg, out_dir, data.label_paths, ctx)
     outlier = None

@@ -49,9 +49,11 @@ _RULES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
 """The value rules of a trainable config: (key, what is expected, test), checked in order."""
 
 
-def validate_config(cfg: ExperimentConfig) -> None:
+def validate_config(cfg: ExperimentConfig, *, resuming: bool = False) -> None:
     """Raise ConfigError/DataError/HazardsegError for settings ``fit`` cannot train with: an
-    unknown model, too few images per step for it, no data root, a value out of range."""
+    unknown model, too few images per step for it, no data root, a value out of range, an
+    option the model family does not take. ``resuming``: the run continues from its last.pt,
+    so ``train.init`` (the weights it started from) is not read again."""
     t, family = cfg.train, get_model_spec(cfg.model.name).family
     if family in ("deeplabv3", "deeplabv3plus") and t.batch_size < 2 and not t.sync_bn:
         # ASPP's image-pooling branch applies BatchNorm to a 1x1 map: one image per step
@@ -72,7 +74,18 @@ def validate_config(cfg: ExperimentConfig) -> None:
     check_outlier_config(t.outliers)
     if t.outliers.source == "folder":
         cutout_files(str(t.outliers.folder))
-    if t.init is not None and not Path(t.init).is_file():
+    if t.outliers.source != "none" and t.outliers.objective == "rba" and family != "mask2former":
+        raise ConfigError(
+            f"train.outliers.objective=rba: RbA's objective reads a mask-classification "
+            f"model's semantic map; model.name={cfg.model.name} is a {family} model (use a "
+            "mask2former_* model, or objective energy, entropy or extra_class)"
+        )
+    if family == "mask2former" and t.class_weights:
+        raise ConfigError(
+            f"train.class_weights=true: {cfg.model.name} trains with the set-prediction loss, "
+            "whose class term has its own no-object weighting; set train.class_weights=false"
+        )
+    if t.init is not None and not resuming and not Path(t.init).is_file():
         raise DataError(f"train.init={t.init}: checkpoint not found")
     if t.class_weights and t.class_weight_method not in WEIGHT_METHODS:
         method, options = t.class_weight_method, ", ".join(WEIGHT_METHODS)
