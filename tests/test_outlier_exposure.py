@@ -276,6 +276,11 @@ def test_fine_tuning_with_negatives_keeps_the_classes(
     with pytest.raises(Exception, match="holds a lraspp_mobilenet_v3 model"):
         fit(load_config(None, wrong), tmp_path / "c", progress=False)
     assert not (tmp_path / "c" / "config.yaml").exists()
+    # a bare state dict (torchvision style) of the same model also starts a fine-tuning
+    bare = tmp_path / "bare.pt"
+    torch.save(open_checkpoint(tmp_path / "a" / "best.pt").model.state_dict(), bare)
+    fit(load_config(None, [*tuned[:-3], f"train.init={bare}"]), tmp_path / "d", progress=False)
+    assert open_checkpoint(tmp_path / "d" / "best.pt").num_classes == 13
     # a resumed fine-tuning continues from its last.pt: the --init file is not needed again
     (tmp_path / "a" / "best.pt").unlink()
     more = fit(load_config(None, [*tuned, "train.epochs=2"]), tmp_path / "b", resume=True,

@@ -18,8 +18,9 @@ from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import build_eval_transform, build_train_transform
 from hazardseg.distributed import DistContext
 from hazardseg.errors import CheckpointError, DataError
-from hazardseg.models.checkpoint import open_checkpoint
+from hazardseg.models.checkpoint import is_hazardseg_checkpoint, open_checkpoint
 from hazardseg.models.registry import create_model
+from hazardseg.models.weights_only import load_weights_only
 
 
 @dataclass
@@ -108,7 +109,8 @@ def init_weights(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
     """Load ``cfg.train.init``'s weights into ``model`` (fine-tuning); CheckpointError in one
     line when the checkpoint holds another model or other classes."""
     assert cfg.train.init is not None
-    ckpt = open_checkpoint(cfg.train.init)
+    bare = not is_hazardseg_checkpoint(load_weights_only(cfg.train.init, "checkpoint"))
+    ckpt = open_checkpoint(cfg.train.init, cfg.model.name if bare else None)
     names = list(get_dataset(cfg.data.dataset).class_names)
     if ckpt.model_name != cfg.model.name:
         raise CheckpointError(
