@@ -19,12 +19,9 @@ import torch
 from hazardseg.config import EvalConfig
 from hazardseg.data.split import DataSource
 from hazardseg.errors import DataError
-from hazardseg.evaluation.components import pooled_thresholds
 from hazardseg.evaluation.protocols import (
     SecondPass,
     anomaly_protocols,
-    smiyc_thresholds,
-    smiyc_track,
 )
 from hazardseg.evaluation.results import (
     method_section,
@@ -147,13 +144,11 @@ def evaluate_maps(
         )
     pixels = {name: acc.smiyc.compute()} if acc.smiyc is not None else {}
     t_metrics = collector.times["ood_s"]
-    track_name = smiyc_track(definition)
-    second = SecondPass(
-        pooled_thresholds({name: pooled}) if spec.components == "oracle" else {},
-        smiyc_thresholds(pixels),
-        track_name,
+    second = SecondPass.after_first_pass(
+        definition,
         spec.exclude_unlabeled,
-        definition.labels,
+        oracle={name: pooled} if spec.components == "oracle" else None,
+        pixels=pixels,
     )
     if second.needed:
         # a second read of the maps and labels, nothing kept on disk

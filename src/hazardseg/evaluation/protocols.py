@@ -20,7 +20,7 @@ from hazardseg.config import EvalConfig
 from hazardseg.data.labels import LabelSpec
 from hazardseg.data.registry import DatasetDef
 from hazardseg.errors import HazardsegError
-from hazardseg.evaluation.components import component_section
+from hazardseg.evaluation.components import component_section, pooled_thresholds
 from hazardseg.metrics.collector import MetricCollector, check_protocols
 from hazardseg.metrics.components import ComponentMetrics, component_definition
 from hazardseg.metrics.open_set import CALIBRATION_SCALE, DEFAULT_TPR, OpenSetConfusion
@@ -145,6 +145,31 @@ class SecondPass:
             component_thresholds=smiyc,
             labels=labels,
             component_options=component_settings(track),
+        )
+
+    @classmethod
+    def after_first_pass(
+        cls,
+        dataset: DatasetDef,
+        exclude_unlabeled: bool,
+        *,
+        oracle: Mapping[str, dict[str, Any]] | None = None,
+        pixels: Mapping[str, dict[str, Any]] | None = None,
+        open_set: Mapping[str, dict[str, dict[str, Any]]] | None = None,
+    ) -> SecondPass:
+        """The second pass that a first pass's results call for on ``dataset``: oracle
+        components at the best-F1 thresholds of ``oracle`` (``PooledOOD.compute()`` results;
+        None: no oracle components), the ``smiyc`` track's components at the thresholds of
+        ``pixels`` (``SmiycPixels.compute()``), open-mIoU at each group's threshold of
+        ``open_set`` (``OpenSetCalibration.thresholds()``)."""
+        return cls(
+            pooled_thresholds(dict(oracle)) if oracle is not None else {},
+            smiyc_thresholds(dict(pixels or {})),
+            smiyc_track(dataset),
+            exclude_unlabeled,
+            dataset.labels,
+            {n: {g: c["threshold"] for g, c in cal.items()} for n, cal in (open_set or {}).items()},
+            dataset.open_set_group,
         )
 
     @property

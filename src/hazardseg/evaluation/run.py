@@ -22,13 +22,11 @@ from hazardseg.config import EvalConfig
 from hazardseg.data.split import DataSource
 from hazardseg.errors import HazardsegError
 from hazardseg.evaluation.accumulate import BackgroundWorker
-from hazardseg.evaluation.components import component_section, pooled_thresholds
+from hazardseg.evaluation.components import component_section
 from hazardseg.evaluation.passes import Prepared, open_split, prepare, scored_classes, split_pass
 from hazardseg.evaluation.protocols import (
     SecondPass,
     anomaly_protocols,
-    smiyc_thresholds,
-    smiyc_track,
 )
 from hazardseg.evaluation.results import (
     method_section,
@@ -194,15 +192,12 @@ def _evaluate(
         comp.update(
             {n: component_section(c, "calibrated") for n, c in collector.components.items()}
         )
-    track = smiyc_track(data.dataset)
-    second = SecondPass(
-        pooled_thresholds(pooled) if comp_source == "oracle" else {},
-        smiyc_thresholds(pixels),
-        track,
+    second = SecondPass.after_first_pass(
+        data.dataset,
         spec.exclude_unlabeled,
-        labels,
-        {n: {g: c["threshold"] for g, c in cal.items()} for n, cal in calibration.items()},
-        group_of,
+        oracle=pooled if comp_source == "oracle" else None,
+        pixels=pixels,
+        open_set=calibration,
     )
     if second.needed:
         t_o = time.perf_counter()
