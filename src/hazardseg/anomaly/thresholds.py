@@ -81,14 +81,25 @@ def find_threshold(
     """The newest entry of ``entries`` (threshold entries as stored) for ``method`` with
     ``options``, calibrated with ``fit`` (None: the method needs no fit) under ``settings``."""
     for entry in reversed(entries):
-        if entry.get("method") != method or entry.get("options", options) != dict(options):
-            continue
-        if (None if fit is None else dict(fit)) != entry.get("fit"):
-            continue
-        if settings.differences(entry):
-            continue
-        return dict(entry)
+        if entry.get("method") == method and not _differences(entry, options, fit, settings):
+            return dict(entry)
     return None
+
+
+def _differences(
+    entry: Mapping[str, Any],
+    options: Mapping[str, Any],
+    fit: Mapping[str, Any] | None,
+    settings: ThresholdSettings,
+) -> list[str]:
+    """What makes a stored entry of the method inapplicable: its settings, options and fit,
+    as ``X (not Y)`` texts (empty when it applies)."""
+    diff = settings.differences(entry)
+    if entry.get("options", options) != dict(options):
+        diff.append(f"options {entry.get('options')} (not {dict(options)})")
+    if entry.get("fit") != (None if fit is None else dict(fit)):
+        diff.append(f"fit {describe_fit(entry.get('fit'))} (not {describe_fit(fit)})")
+    return diff
 
 
 def missing_threshold_text(
@@ -106,14 +117,7 @@ def missing_threshold_text(
     mine = [e for e in entries if e.get("method") == method]
     if not mine:
         return f"no calibrated threshold for method '{method}' in {where} (none was calibrated)"
-    reasons = []
-    for e in mine[-3:]:
-        diff = settings.differences(e)
-        if e.get("options", options) != dict(options):
-            diff.append(f"options {e.get('options')} (not {dict(options)})")
-        if fit is not None and e.get("fit") is not None and e.get("fit") != dict(fit):
-            diff.append(f"fit {describe_fit(e.get('fit'))}")
-        reasons.append("; ".join(diff) or "unknown")
+    reasons = ["; ".join(_differences(e, options, fit, settings)) or "unknown" for e in mine[-3:]]
     return (
         f"no calibrated threshold for method '{method}' under {wanted} in {where}: the stored "
         f"one(s) differ in {' | '.join(reasons)}"

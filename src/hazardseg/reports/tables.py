@@ -55,12 +55,15 @@ class Column:
 
 
 _MIOU = Column("miou", "mIoU", "higher", "pct")
+_CURVE = (
+    Column("auroc", "AUROC", "higher", "pct"),
+    Column("aupr", "AUPR", "higher", "pct"),
+    Column("fpr95", "FPR95", "lower", "pct"),
+)
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "pooled": (
         _MIOU,
-        Column("auroc", "AUROC", "higher", "pct"),
-        Column("aupr", "AUPR", "higher", "pct"),
-        Column("fpr95", "FPR95", "lower", "pct"),
+        *_CURVE,
         Column("f1", "F1 (oracle)", "higher", "pct"),
         Column("threshold", "threshold (oracle)", None, "num"),
         Column("f1_calibrated", "F1 (calibrated)", "higher", "pct"),
@@ -68,9 +71,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
     "per_image": (
         _MIOU,
-        Column("auroc", "AUROC", "higher", "pct"),
-        Column("aupr", "AUPR", "higher", "pct"),
-        Column("fpr95", "FPR95", "lower", "pct"),
+        *_CURVE,
         Column("num_images", "images", None, "int"),
     ),
     "smiyc": (
