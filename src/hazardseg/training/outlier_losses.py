@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from hazardseg.data.labels import OUTLIER_INDEX
 from hazardseg.errors import ConfigError
+from hazardseg.models.mask2former import semantic_map
 
 
 def _pixels(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -105,11 +106,8 @@ class OutlierObjective(torch.nn.Module):
                 raise ConfigError(
                     "train.outliers.objective=rba needs a mask-classification model (mask2former_*)"
                 )
-            semantic = torch.einsum(
-                "nqc,nqhw->nchw",
-                q["class"].float().softmax(-1)[..., :-1],
-                q["masks"].float().sigmoid(),
-            )
+            masks = q["masks"]  # the semantic map at the mask resolution, as RbA's criterion
+            semantic = semantic_map(q["class"], masks, tuple(masks.shape[-2:]))
             loss = rba_outlier_loss(semantic, target, self.m_in, self.m_out)
         elif self.objective == "energy":
             loss = energy_margin_loss(logits, target, self.m_in, self.m_out)
