@@ -27,7 +27,7 @@ from hazardseg.config import OUTLIER_OBJECTIVES, OUTLIER_SOURCES, OutlierConfig
 from hazardseg.data.imageio import load_image, open_image
 from hazardseg.data.labels import OUTLIER_INDEX
 from hazardseg.data.registry import Sample
-from hazardseg.data.synth.negatives import _outline, draw_negative
+from hazardseg.data.synth.negatives import draw_negative, outline
 from hazardseg.errors import ConfigError, DataError
 
 Pair = tuple[Image.Image, Image.Image]
@@ -129,7 +129,7 @@ class OutlierPaster:
         h, w = src.shape[:2]
         side = min(longer, h, w)
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        alpha = np.asarray(_outline(rng, "polygon", side, side))
+        alpha = np.asarray(outline(rng, "polygon", side, side))
         return np.dstack([src[y : y + side, x : x + side], alpha]).astype(np.uint8)
 
     def __call__(self, image: Image.Image, mask: Image.Image) -> Pair:
@@ -163,12 +163,11 @@ class OutlierPaster:
 
 
 def _feather(alpha: np.ndarray) -> np.ndarray:
-    """Alpha softened at the outline: the mean over a 3x3 neighbourhood, kept within the
-    object's hard mask where it is fully opaque."""
+    """Alpha softened at the outline: each pixel's mean over its 3x3 neighbourhood (the
+    border repeated)."""
     padded = np.pad(alpha, 1, mode="edge")
     h, w = alpha.shape
-    soft = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
-    return np.minimum(np.maximum(soft, 0.0), 1.0)
+    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
 
 
 class PasteThen:

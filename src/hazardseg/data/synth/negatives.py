@@ -23,7 +23,7 @@ SHAPES: tuple[str, ...] = ("polygon", "star", "ring", "cross")
 SURFACES: tuple[str, ...] = ("checker", "stripes", "noise", "flat")
 
 
-def _outline(rng: np.random.Generator, shape: str, w: int, h: int) -> Image.Image:
+def outline(rng: np.random.Generator, shape: str, w: int, h: int) -> Image.Image:
     """A binary "L" mask (0/255) of one shape filling about a ``w`` x ``h`` box."""
     mask = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask)
@@ -90,7 +90,7 @@ def draw_negative(rng: np.random.Generator, size: int) -> np.ndarray:
     )
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     surface = SURFACES[int(rng.integers(len(SURFACES)))]
-    alpha = np.asarray(_outline(rng, shape, w, h))
+    alpha = np.asarray(outline(rng, shape, w, h))
     rgb = _surface(rng, surface, w, h)
     out = np.empty((h, w, 4), np.uint8)
     out[..., :3] = np.clip(rgb, 0, 255).astype(np.uint8)
