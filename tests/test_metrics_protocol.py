@@ -11,6 +11,7 @@ from hazardseg.metrics import ComponentMetrics, ConfusionMatrix, PerImageOOD, Po
 from hazardseg.metrics.base import Accumulator
 from hazardseg.metrics.collector import MethodAccumulator, MetricCollector
 from hazardseg.metrics.ood_protocol import evaluation_masks, per_image_masks
+from hazardseg.metrics.open_set import OpenSetCalibration, OpenSetConfusion
 
 
 def _batch(seed: int, n: int = 2) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -34,6 +35,11 @@ def _feed(acc: Accumulator, seed: int) -> None:
         acc.update(scores, is_anom, valid, image_ids=ids)
     elif isinstance(acc, ComponentMetrics):
         acc.update(scores, is_anom, valid)
+    elif isinstance(acc, OpenSetCalibration):
+        acc.update(scores, is_anom, valid, ["t5", "t6"])
+    elif isinstance(acc, OpenSetConfusion):
+        known = torch.where(valid & ~is_anom, mask, torch.full_like(mask, -1))
+        acc.update(pred, scores, known, is_anom, ["t5", "t6"])
     elif isinstance(acc, MethodAccumulator):
         acc.update(scores, is_anom, valid, ids, per_image_valid=per_image_masks(mask)[1])
     else:
@@ -47,12 +53,16 @@ FACTORIES = {
     "ComponentMetrics": lambda: ComponentMetrics(0.5),
     "MethodAccumulator": lambda: MethodAccumulator("m"),
     "MetricCollector": lambda: MetricCollector(13, ["m"], component_thresholds={"m": 0.5}),
+    "OpenSetCalibration": lambda: OpenSetCalibration(["t5", "t6"]),
+    "OpenSetConfusion": lambda: OpenSetConfusion(13, {"t5": 0.5, "t6": 0.2}),
 }
 
 
 def _result(acc: Accumulator) -> object:
     if isinstance(acc, MethodAccumulator):
         return (acc.pooled.compute(), acc.per_image.compute(), acc.nonfinite)
+    if isinstance(acc, OpenSetCalibration):
+        return acc.thresholds()
     out = acc.compute()
     if isinstance(acc, ConfusionMatrix):
         return acc.matrix.tolist()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from hazardseg.metrics.base import Accumulator
 from hazardseg.metrics.ood import PooledOOD
+from hazardseg.metrics.segmentation import ConfusionMatrix
 
 DEFAULT_TPR = 0.95
 CALIBRATION_SCALE = 0.5
@@ -131,34 +132,20 @@ class OpenSetCalibration(Accumulator):
 
 class OpenSetConfusion(Accumulator):
     """Open-set (K+1)-class confusion per group and the closed K-class confusion, of one
-    method at its groups' thresholds."""
+    method at its groups' thresholds (:class:`ConfusionMatrix` parts)."""
 
     def __init__(self, num_classes: int, thresholds: dict[str, float]) -> None:
         super().__init__()
         self.k = int(num_classes)
         self.thresholds = dict(thresholds)
-        n = self.k + 1
-        self.open: dict[str, np.ndarray]
-        self.add_state("open", {g: np.zeros((n, n), np.int64) for g in thresholds}, "union")
-        self.closed: np.ndarray
-        self.add_state("closed", np.zeros((self.k, self.k), np.int64), "sum")
-        self.images: dict[str, int]
-        self.add_state("images", dict.fromkeys(thresholds, 0), "union")
-
-    def merge_state(self, other: Accumulator) -> None:
-        assert isinstance(other, OpenSetConfusion)
-        for g in self.open:
-            self.open[g] = self.open[g] + other.open[g]
-            self.images[g] = self.images[g] + other.images[g]
-        self.closed = self.closed + other.closed
-
-    def all_reduce_state(self) -> None:
-        from hazardseg import distributed
-
-        parts = distributed.gather_objects((self.open, self.closed, self.images))
-        self.open = {g: sum(p[0][g] for p in parts) for g in self.open}
-        self.closed = sum(p[1] for p in parts)
-        self.images = {g: sum(p[2][g] for p in parts) for g in self.images}
+        self.open: dict[str, ConfusionMatrix] = {}
+        for group in self.thresholds:
+            self.open[group] = ConfusionMatrix(self.k + 1, unlabeled_id=None)
+            self.add_child(f"open:{group}", self.open[group])
+        self.closed = ConfusionMatrix(self.k, unlabeled_id=None)
+        self.add_child("closed", self.closed)
+        self.images: torch.Tensor
+        self.add_state("images", torch.zeros(len(self.thresholds), dtype=torch.int64), "sum")
 
     def update(
         self,
@@ -171,35 +158,30 @@ class OpenSetConfusion(Accumulator):
         """Add a batch (N, H, W): argmax classes, scores, the ground truth as known class ids
         (``-1`` elsewhere) and anomaly flags; images whose group has no threshold are left out
         of the open matrices (not of the closed one)."""
-        pred_np = pred.detach().cpu().numpy().astype(np.int64)
-        known_np = known.detach().cpu().numpy().astype(np.int64)
-        anomaly_np = is_anomaly.detach().cpu().numpy()
-        scores_np = scores.detach().float().cpu().numpy()
-        k = self.k
-        sel = known_np >= 0
-        self.closed += np.bincount(known_np[sel] * k + pred_np[sel], minlength=k * k).reshape(k, k)
+        pred, known = pred.long(), known.long()
+        self.closed.update(pred, known)  # pixels of no known class (-1) are skipped
+        order = list(self.thresholds)
         for i, group in enumerate(groups):
             if group not in self.thresholds:
                 continue
-            open_pred = np.where(scores_np[i] > self.thresholds[group], k, pred_np[i])
-            gt = np.where(anomaly_np[i], k, known_np[i])
-            v = gt >= 0
-            n = k + 1
-            self.open[group] += np.bincount(gt[v] * n + open_pred[v], minlength=n * n).reshape(n, n)
-            self.images[group] += 1
+            flagged = scores[i].float() > self.thresholds[group]
+            open_pred = torch.where(flagged, torch.full_like(pred[i], self.k), pred[i])
+            gt = torch.where(is_anomaly[i], torch.full_like(known[i], self.k), known[i])
+            self.open[group].update(open_pred, gt)
+            self.images[order.index(group)] += 1
 
     def compute(self) -> dict[str, Any]:
         """``open_miou`` (image-weighted over groups), ``closed_miou``, ``miou_drop``,
         ``anomaly_iou`` (image-weighted) and per group ``{open_miou, anomaly_iou, threshold,
         num_images}``."""
         groups: dict[str, Any] = {}
-        for g, conf in self.open.items():
-            iou = _iou(conf)
+        for i, (g, conf) in enumerate(self.open.items()):
+            iou = conf.compute()["iou"].numpy()
             groups[g] = {
                 "open_miou": _nanmean(iou[: self.k]),
                 "anomaly_iou": _num(iou[self.k]),
                 "threshold": self.thresholds[g],
-                "num_images": int(self.images[g]),
+                "num_images": int(self.images[i]),
             }
         total = sum(v["num_images"] for v in groups.values())
         weighted = {
@@ -208,17 +190,11 @@ class OpenSetConfusion(Accumulator):
             else None
             for key in ("open_miou", "anomaly_iou")
         }
-        closed = _nanmean(_iou(self.closed))
+        closed = _nanmean(self.closed.compute()["iou"].numpy())
         drop = None
         if closed is not None and weighted["open_miou"] is not None:
             drop = closed - weighted["open_miou"]
         return {**weighted, "closed_miou": closed, "miou_drop": drop, "groups": groups}
-
-
-def _iou(conf: np.ndarray) -> np.ndarray:
-    tp = np.diag(conf).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tp / (conf.sum(0) + conf.sum(1) - tp)
 
 
 def _nanmean(x: np.ndarray) -> float | None:
