@@ -127,6 +127,17 @@ def applies_to(name: str, family: str | None) -> bool:
     return name not in FAMILIES or (family is not None and family in FAMILIES[name])
 
 
+def family_mismatch(name: str, family: str | None) -> str | None:
+    """Why method ``name`` does not apply to a checkpoint of ``family`` (None when it does, or
+    when the family is not known)."""
+    if family is None or applies_to(name, family):
+        return None
+    return (
+        f"anomaly method '{name}' needs a {' or '.join(FAMILIES[name])} model "
+        f"(mask classification); this checkpoint is a {family} model"
+    )
+
+
 def parse_methods(spec: str | list[str], family: str | None = None) -> list[str]:
     """Parse "all" or a comma-separated list of method names (validated, de-duplicated) for a
     model of ``family``: "all" leaves out the methods of other families, naming one of them
@@ -140,11 +151,9 @@ def parse_methods(spec: str | list[str], family: str | None = None) -> list[str]
             names.extend(n for n in METHODS if n not in names and applies_to(n, family))
             continue
         _builder(item)
-        if family is not None and not applies_to(item, family):
-            raise HazardsegError(
-                f"anomaly method '{item}' needs a {' or '.join(FAMILIES[item])} model "
-                f"(mask classification); this checkpoint is a {family} model"
-            )
+        mismatch = family_mismatch(item, family)
+        if mismatch:
+            raise HazardsegError(mismatch)
         if item not in names:
             names.append(item)
     if not names:

@@ -32,7 +32,7 @@ def resolve_method_names(
 ) -> list[str]:
     """Validated, de-duplicated method names; "all" = every exportable method that applies to
     a model of ``family`` (``rba``: mask-classification models)."""
-    from hazardseg.anomaly.registry import FAMILIES, applies_to
+    from hazardseg.anomaly.registry import applies_to, family_mismatch
 
     if methods is None:
         return []
@@ -47,11 +47,9 @@ def resolve_method_names(
             else:
                 todo = [item]
             for name in todo:
-                if name in FAMILIES and family is not None and not applies_to(name, family):
-                    raise ExportError(
-                        f"anomaly method '{name}' needs a {' or '.join(FAMILIES[name])} model; "
-                        f"this checkpoint is a {family} model"
-                    )
+                mismatch = family_mismatch(name, family)
+                if mismatch:
+                    raise ExportError(mismatch)
                 if name in NOT_EXPORTABLE_METHODS:
                     raise ExportError(
                         f"anomaly method '{name}' cannot be exported: "

@@ -59,7 +59,6 @@ from hazardseg.deploy.onnx_graph import (
 from hazardseg.deploy.onnx_metadata import ExportSource, build_metadata
 from hazardseg.io import atomic_path
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
-from hazardseg.models.registry import get_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +333,7 @@ def export_checkpoint(
     from hazardseg.evaluation.spec import resolve_spec
 
     ckpt = open_checkpoint(checkpoint)
-    family = get_model_spec(ckpt.model_name).family
+    family = ckpt.family
     names = resolve_method_names(methods, family)
     spec = resolve_spec(ckpt.config)
     spath = Path(state_path) if state_path is not None else default_state_path(ckpt.path)

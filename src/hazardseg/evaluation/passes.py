@@ -31,7 +31,6 @@ from hazardseg.evaluation.methods import build_methods, prepare_methods, thresho
 from hazardseg.evaluation.spec import RunOptions, state_file
 from hazardseg.models.checkpoint import LoadedCheckpoint
 from hazardseg.models.forward import forward_logits
-from hazardseg.models.registry import get_model_spec
 from hazardseg.progress import track
 
 
@@ -81,8 +80,9 @@ def prepare(
     """Move the model to ``device``; restore or fit every method of the spec (none without
     ``with_methods``: a dataset without anomalies); look up each method's calibrated
     threshold."""
-    family = get_model_spec(checkpoint.model_name).family
-    methods = build_methods(spec.methods, run.method_options, family) if with_methods else {}
+    methods = (
+        build_methods(spec.methods, run.method_options, checkpoint.family) if with_methods else {}
+    )
     model = checkpoint.model.to(device).eval()
     state = AnomalyState.open(state_file(run, checkpoint.path), checkpoint.sha256)
     t0 = time.perf_counter()

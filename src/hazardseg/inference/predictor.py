@@ -26,7 +26,6 @@ from hazardseg.evaluation.spec import RunOptions, check_spec, resolve_spec, stat
 from hazardseg.inference.interface import Maps
 from hazardseg.models.checkpoint import LoadedCheckpoint, open_checkpoint
 from hazardseg.models.forward import forward_scores
-from hazardseg.models.registry import get_model_spec
 
 
 class MapPredictor:
@@ -59,8 +58,7 @@ class MapPredictor:
         self.device = distributed.resolve_device(self.spec.device)
         self.model = ckpt.model.to(self.device).eval()
         self.method_name = method
-        family = get_model_spec(ckpt.model_name).family
-        methods = build_methods(method, run.method_options, family)
+        methods = build_methods(method, run.method_options, ckpt.family)
         if list(methods) != [method]:
             raise HazardsegError(
                 f"method {method!r}: predict draws one anomaly method at a time; "

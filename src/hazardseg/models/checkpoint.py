@@ -320,6 +320,11 @@ class LoadedCheckpoint:
         return str(self.info["model_name"])
 
     @property
+    def family(self) -> str:
+        """The model's family in the model registry (which anomaly methods apply to it)."""
+        return get_model_spec(self.model_name).family
+
+    @property
     def num_classes(self) -> int:
         """Number of known classes the model predicts."""
         return int(self.info["num_classes"])
