@@ -220,12 +220,15 @@ def load_model(
     *,
     num_classes: int | None = None,
     model_options: Mapping[str, Any] | None = None,
+    bare_as: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model stored in ``path`` and load its weights; returns ``(model, info)``.
 
     ``path`` is a hazardseg checkpoint or a bare state dict (torchvision-style, optionally
     ``module.``-prefixed), for which ``model_name`` is required (and ``model_options``, the
-    builder options such as ``img_size``, where the default does not fit). ``num_classes``
+    builder options such as ``img_size``, where the default does not fit). ``bare_as``: the
+    model name of a bare state dict without requiring a checkpoint to hold that model (its
+    caller compares the names itself). ``num_classes``
     (optional) is checked against the file. The model is returned in eval mode on
     ``device``. ``info`` holds ``model_name``, ``model_options``, ``num_classes``,
     ``class_names``, ``config``, ``epoch``, ``best_metric``, ``sha256``, ``path``, ``format``
@@ -257,6 +260,7 @@ def load_model(
             "format": FORMAT,
         }
     else:
+        model_name = model_name or bare_as
         if model_name is None:
             raise CheckpointError(
                 f"{p}: is a bare state dict; pass the model name it belongs to "
@@ -357,11 +361,14 @@ class LoadedCheckpoint:
 
 
 def open_checkpoint(
-    checkpoint: str | os.PathLike[str] | LoadedCheckpoint, model_name: str | None = None
+    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
+    model_name: str | None = None,
+    *,
+    bare_as: str | None = None,
 ) -> LoadedCheckpoint:
     """``checkpoint`` loaded on the CPU (returned as is when already loaded); ``model_name``
-    names the model of a bare state dict."""
+    names the model of a bare state dict (see :func:`load_model` for ``bare_as``)."""
     if isinstance(checkpoint, LoadedCheckpoint):
         return checkpoint
-    model, info = load_model(checkpoint, model_name=model_name, device="cpu")
+    model, info = load_model(checkpoint, model_name=model_name, device="cpu", bare_as=bare_as)
     return LoadedCheckpoint(Path(checkpoint), model, info)

@@ -18,9 +18,8 @@ from hazardseg.data.split import DataSource
 from hazardseg.data.transforms import build_eval_transform, build_train_transform
 from hazardseg.distributed import DistContext
 from hazardseg.errors import CheckpointError, DataError
-from hazardseg.models.checkpoint import is_hazardseg_checkpoint, open_checkpoint
+from hazardseg.models.checkpoint import open_checkpoint
 from hazardseg.models.registry import create_model
-from hazardseg.models.weights_only import load_weights_only
 
 
 @dataclass
@@ -53,7 +52,7 @@ def build_loaders(cfg: ExperimentConfig, ctx: DistContext) -> Loaders:
     )
     if cfg.train.outliers.source != "none":
         paster = OutlierPaster(cfg.train.outliers, train_ds.samples)
-        train_ds.transform = PasteThen(paster, build_train_transform(cfg.augment))
+        train_ds.transform = PasteThen(paster, train_ds.transform)
     val_ds = source.open(
         d.val_split,
         build_eval_transform(cfg.eval.resize, at_label_resolution=cfg.eval.at_label_resolution),
@@ -109,8 +108,7 @@ def init_weights(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
     """Load ``cfg.train.init``'s weights into ``model`` (fine-tuning); CheckpointError in one
     line when the checkpoint holds another model or other classes."""
     assert cfg.train.init is not None
-    bare = not is_hazardseg_checkpoint(load_weights_only(cfg.train.init, "checkpoint"))
-    ckpt = open_checkpoint(cfg.train.init, cfg.model.name if bare else None)
+    ckpt = open_checkpoint(cfg.train.init, bare_as=cfg.model.name)
     names = list(get_dataset(cfg.data.dataset).class_names)
     if ckpt.model_name != cfg.model.name:
         raise CheckpointError(
